@@ -1,0 +1,167 @@
+"""AGIFORMER: a byte-level language model.
+
+    bytes ─► PatchEncoder ─► [start latent, patch 0, …, patch N−2] ─► N × HybridBlock
+          ─► AdaptiveReasoning ─► RMSNorm ─► byte head ─► logits of patch 0 … N−1
+
+Backbone position n sees the start latent and patches < n, and its head predicts the bytes of
+patch n, so every input byte is scored and logits[:, t] depends on bytes < t only.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterator, NamedTuple
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from agiformer.errors import AGIFormerError
+from agiformer.models.config import AGIFormerConfig
+from agiformer.models.streaming import ByteStream, sample_byte
+from agiformer.nn import (
+    NO_BYTE, AdaptiveReasoning, BlockState, GRUByteHead, HebbianMemory, HybridBlock, MLPByteHead, PatchEncoder,
+)
+from agiformer.nn.reasoning import ReasoningOutput
+from agiformer.serialization import load_tensors, save_tensors
+
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+
+
+class ModelOutput(NamedTuple):
+    logits: torch.Tensor           # (B, L, 256)
+    reasoning: ReasoningOutput     # steps / ponder cost per backbone position
+
+
+class LossOutput(NamedTuple):
+    loss: torch.Tensor             # objective to minimise: bpb + ponder_weight · mean ponder cost
+    bpb: torch.Tensor              # mean bits per byte over all B·L bytes
+    total_bits: torch.Tensor       # sum of bits over all bytes (for exact aggregation across windows)
+    n_bytes: int
+    ponder: torch.Tensor           # mean ACT ponder cost per position
+    mean_steps: torch.Tensor       # mean reasoning steps per position
+
+
+class AGIFormer(nn.Module):
+    def __init__(self, config: AGIFormerConfig):
+        super().__init__()
+        self.config = c = config
+        self.encoder = PatchEncoder(dim=c.d_model, patch_size=c.patch_size, overlap=c.encoder_overlap)
+        self.start_latent = nn.Parameter(torch.randn(c.d_model) * 0.02)
+        self.blocks = nn.ModuleList(
+            HybridBlock(dim=c.d_model, heads=c.n_heads, window=c.window, memory=self._build_memory(),
+                        fusion=c.fusion, mlp_ratio=c.mlp_ratio, dropout=c.dropout, rope_base=c.rope_base,
+                        norm_eps=c.norm_eps)
+            for _ in range(c.n_layers))
+        self.reasoning = AdaptiveReasoning(dim=c.d_model, max_steps=c.reasoning_steps, mlp_ratio=c.mlp_ratio,
+                                           act_threshold=c.act_threshold,
+                                           effort_threshold_shift=c.effort_threshold_shift,
+                                           halt_bias_init=c.halt_bias_init, norm_eps=c.norm_eps)
+        self.final_norm = nn.RMSNorm(c.d_model, eps=c.norm_eps)
+        head = GRUByteHead if c.head == "gru" else MLPByteHead
+        self.head = head(dim=c.d_model, patch_size=c.patch_size, hidden=c.head_hidden)
+
+    def _build_memory(self) -> nn.Module:
+        c = self.config
+        return HebbianMemory(dim=c.d_model, heads=c.n_heads, decay=c.memory_decay, chunk_size=c.memory_chunk_size,
+                             effort_sharpening=c.effort_sharpens_memory)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def resolve(self, plasticity: float | None, effort: float | None) -> tuple[float, float]:
+        """Fill in the config's values for None and check ranges."""
+        plasticity = self.config.plasticity if plasticity is None else float(plasticity)
+        effort = self.config.effort if effort is None else float(effort)
+        if not 0 < plasticity <= 1:
+            raise ValueError(f"plasticity must be in (0, 1], got {plasticity}")
+        if not 0 <= effort <= 1:
+            raise ValueError(f"effort must be in [0, 1], got {effort}")
+        return plasticity, effort
+
+    def backbone(self, latents: torch.Tensor, states: list[BlockState] | None = None, *,
+                 plasticity: float, effort: float) -> tuple[torch.Tensor, list[BlockState], ReasoningOutput]:
+        """Latents (B, N, D) → head inputs (B, N, D). Without states they start at position 0; with
+        states (from an earlier call) they continue that sequence."""
+        x, new_states = latents, []
+        for i, block in enumerate(self.blocks):
+            x, state = block(x, states[i] if states is not None else None, plasticity=plasticity, effort=effort)
+            new_states.append(state)
+        reasoning = self.reasoning(x, effort=effort)
+        return self.final_norm(reasoning.z), new_states, reasoning
+
+    def context_latents(self, patch_bytes: torch.Tensor) -> torch.Tensor:
+        """Backbone inputs: the start latent, then one latent per patch of `patch_bytes` (B, kP)."""
+        start = self.start_latent.expand(patch_bytes.shape[0], 1, -1)
+        if patch_bytes.shape[1] == 0:
+            return start
+        return torch.cat([start, self.encoder(patch_bytes).latents.to(start.dtype)], dim=1)
+
+    def run(self, x: torch.Tensor, *, plasticity: float | None = None, effort: float | None = None) -> ModelOutput:
+        if x.dim() != 2 or x.shape[1] < 1:
+            raise ValueError(f"expected bytes of shape (B, L) with L ≥ 1, got {tuple(x.shape)}")
+        plasticity, effort = self.resolve(plasticity, effort)
+        B, L = x.shape
+        P = self.config.patch_size
+        N = math.ceil(L / P)  # the last patch is predicted, never encoded
+        h, _, reasoning = self.backbone(self.context_latents(x[:, :(N - 1) * P]), plasticity=plasticity, effort=effort)
+        previous = F.pad(x[:, :-1], (1, N * P - L), value=NO_BYTE).view(B, N, P)
+        logits = self.head(h, previous).reshape(B, N * P, 256)[:, :L]
+        return ModelOutput(logits, reasoning)
+
+    def forward(self, x: torch.Tensor, *, plasticity: float | None = None, effort: float | None = None) -> torch.Tensor:
+        """Logits (B, L, 256); logits[:, t] predicts byte t from bytes < t."""
+        return self.run(x, plasticity=plasticity, effort=effort).logits
+
+    def loss(self, x: torch.Tensor, *, plasticity: float | None = None, effort: float | None = None) -> LossOutput:
+        out = self.run(x, plasticity=plasticity, effort=effort)
+        nats = F.cross_entropy(out.logits.float().reshape(-1, 256), x.reshape(-1), reduction="sum")
+        total_bits = nats / math.log(2)
+        bpb = total_bits / x.numel()
+        ponder = out.reasoning.ponder.mean()
+        return LossOutput(bpb + self.config.ponder_weight * ponder, bpb, total_bits, x.numel(), ponder,
+                          out.reasoning.steps.float().mean())
+
+    def generate(self, prompt: bytes, max_new_bytes: int = 256, *, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, effort: float | None = None, plasticity: float | None = None,
+                 seed: int | None = None) -> Iterator[int]:
+        """Stream sampled bytes one at a time, with constant memory per byte (see `ByteStream`)."""
+        stream = ByteStream(self, prompt, plasticity=plasticity, effort=effort)
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        for _ in range(max_new_bytes):
+            byte = sample_byte(stream.next_logits(), temperature=temperature, top_k=top_k, top_p=top_p,
+                               generator=generator)
+            yield byte
+            stream.push(byte)
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_tensors(directory / WEIGHTS_FILE, self.state_dict())
+        self.config.save(directory / CONFIG_FILE)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, *, map_location: str | torch.device = "cpu") -> "AGIFormer":
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise AGIFormerError(f"{directory}: no such model directory")
+        config = AGIFormerConfig.load(directory / CONFIG_FILE)
+        tensors = load_tensors(directory / WEIGHTS_FILE)
+        model = cls(config)
+        check_weights_match(model.state_dict(), tensors, directory / WEIGHTS_FILE)
+        model.load_state_dict(tensors)
+        return model.to(map_location).eval()
+
+
+def check_weights_match(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], path: Path) -> None:
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise AGIFormerError(f"{path}: weights do not match config.json ({detail}); "
+                             "the config and weights come from different models")
+    for name, tensor in expected.items():
+        if found[name].shape != tensor.shape:
+            raise AGIFormerError(f"{path}: weights do not match config.json ({name} has shape "
+                                 f"{tuple(found[name].shape)}, the config needs {tuple(tensor.shape)})")

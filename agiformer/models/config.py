@@ -1,0 +1,105 @@
+"""AGIFormerConfig: a plain dataclass, stored as config.json next to the weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from agiformer.errors import AGIFormerError
+from agiformer.serialization import atomic_write_text, read_json
+
+
+@dataclass
+class AGIFormerConfig:
+    d_model: int = 512
+    n_layers: int = 6
+    n_heads: int = 8
+    patch_size: int = 4                 # bytes per latent (P)
+    encoder_overlap: int = 0            # left-context bytes per patch: 0 = seed v1 (kernel P), 2 = seed v2 (kernel P+2)
+    window: int = 128                   # attention window, in patches (a query sees itself and window−1 before)
+    fusion: str = "sum"                 # attention + memory: "sum" (v1) or "gated" (v2)
+    memory: str = "hebbian"             # block memory kind
+    memory_decay: str = "head"          # "head": learned constant per head (v1); "input": per position (v2)
+    memory_chunk_size: int = 64         # chunk length of the chunkwise-parallel memory
+    effort_sharpens_memory: bool = True  # low effort → λ^(1.1/(effort+0.1)), faster forgetting
+    mlp_ratio: float = 4.0              # SwiGLU hidden size / d_model, in blocks and reasoning
+    head: str = "gru"                   # byte head: "gru" (intra-patch autoregressive, v1) or "mlp" (parallel, v2)
+    head_hidden: int = 256
+    reasoning_steps: int = 3            # most refinement steps per position (effort 1)
+    act_threshold: float = 0.99         # cumulative halting probability that stops a position at effort 1
+    effort_threshold_shift: float = 0.5  # threshold lowered by (1 − effort)·shift
+    halt_bias_init: float = -1.0
+    ponder_weight: float = 0.01         # ACT ponder cost weight in the training loss (bits)
+    plasticity: float = 0.99            # α used when a call gives none: the last training stage's
+    effort: float = 1.0                 # effort used when a call gives none
+    train_effort_range: tuple[float, float] = (0.0, 1.0)  # effort is drawn per batch from this range
+    dropout: float = 0.0
+    rope_base: float = 10000.0
+    norm_eps: float = 1e-6
+
+    def __post_init__(self):
+        self.train_effort_range = tuple(self.train_effort_range)
+        problems = []
+        if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
+            problems.append(f"d_model {self.d_model} must split into {self.n_heads} heads of even size")
+        for name, allowed in (("fusion", ("sum", "gated")), ("memory", ("hebbian",)),
+                              ("memory_decay", ("head", "input")), ("head", ("gru", "mlp"))):
+            if getattr(self, name) not in allowed:
+                problems.append(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("n_layers", "n_heads", "patch_size", "window", "memory_chunk_size", "head_hidden", "reasoning_steps"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if not 0 <= self.encoder_overlap <= self.patch_size:
+            problems.append(f"encoder_overlap must be in [0, patch_size], got {self.encoder_overlap}")
+        if not 0 < self.plasticity <= 1:
+            problems.append(f"plasticity must be in (0, 1], got {self.plasticity}")
+        lo, hi = self.train_effort_range
+        if not (0 <= self.effort <= 1 and 0 <= lo <= hi <= 1):
+            problems.append("effort and train_effort_range must lie in [0, 1]")
+        if problems:
+            raise AGIFormerError("invalid AGIFormer config: " + "; ".join(problems))
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "AGIFormerConfig":
+        if name not in PRESETS:
+            raise AGIFormerError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        return cls.from_dict({**PRESETS[name], **overrides})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "AGIFormerConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise AGIFormerError(f"unknown config key(s) {', '.join(map(repr, unknown))}; known keys: {', '.join(sorted(known))}")
+        try:
+            return cls(**values)
+        except TypeError as error:
+            raise AGIFormerError(f"invalid AGIFormer config: {error}") from None
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "AGIFormerConfig":
+        values = read_json(path)
+        if not isinstance(values, dict):
+            raise AGIFormerError(f"{path}: expected a JSON object of config values")
+        return cls.from_dict(values)
+
+
+PRESETS: dict[str, dict] = {
+    # for tests: every v2 feature at toy size, window shorter than a test sequence
+    "tiny": dict(d_model=32, n_layers=2, n_heads=2, window=4, encoder_overlap=2, fusion="gated",
+                 memory_decay="input", memory_chunk_size=8, mlp_ratio=2.0, head="gru", head_hidden=32),
+    # seed v1 (README @25bcaf2): 512/6/8, window 128 patches, summed fusion, per-head decay, GRU head
+    "v1": dict(d_model=512, n_layers=6, n_heads=8, window=128, encoder_overlap=0, fusion="sum",
+               memory_decay="head", head="gru", head_hidden=256),
+    # seed v2 (implementation plan, train_scaled.py): 768/12/12, window 256, gated fusion, input decay, MLP head
+    "v2": dict(d_model=768, n_layers=12, n_heads=12, window=256, encoder_overlap=2, fusion="gated",
+               memory_decay="input", head="mlp", head_hidden=512),
+}

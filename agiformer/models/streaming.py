@@ -1,0 +1,108 @@
+"""Incremental decoding with constant memory per byte.
+
+A `ByteStream` carries exactly what the next byte needs: each block's memory state and rolling
+KV cache, the bytes of the patch being decoded, the encoder's left context, and the head's state.
+Completing a patch costs one encoder call and one backbone step; the prefix is never re-run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from agiformer.nn import NO_BYTE
+
+
+@contextlib.contextmanager
+def _inference(model: torch.nn.Module):
+    """Eval mode and no autograd for the duration of one call only: a generator that held them
+    across `yield` would leak them into the caller's code."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+class ByteStream:
+    """Feed bytes with `push`, read the logits of the next byte with `next_logits`.
+
+    Equal to the full forward: after pushing bytes b_0 … b_{t−1}, `next_logits()` is
+    `model(b)[0, t]` up to rounding. The prompt is prefilled in one parallel pass.
+    """
+
+    def __init__(self, model, prompt: bytes = b"", *, plasticity: float | None = None, effort: float | None = None):
+        self.model = model
+        self.plasticity, self.effort = model.resolve(plasticity, effort)
+        self.device = next(model.parameters()).device
+        P = model.config.patch_size
+        whole = len(prompt) // P * P
+        with _inference(model):
+            latents = model.context_latents(self._tensor(prompt[:whole]))
+            h, self.states, _ = model.backbone(latents, plasticity=self.plasticity, effort=self.effort)
+        self.left_context = list(prompt[:whole][-model.config.encoder_overlap:]) if model.config.encoder_overlap else []
+        self.previous = prompt[whole - 1] if whole else NO_BYTE
+        self._begin_patch(h[:, -1])
+        for byte in prompt[whole:]:
+            self.push(byte)
+
+    def _tensor(self, values) -> torch.Tensor:
+        return torch.tensor([list(values)], dtype=torch.long, device=self.device)
+
+    def _begin_patch(self, latent: torch.Tensor) -> None:
+        with _inference(self.model):
+            self.head_state = self.model.head.start(latent)
+        self.pending: list[int] = []
+        self._next = None  # (logits, head state after this byte) once computed
+
+    def next_logits(self) -> torch.Tensor:
+        """Logits (256,) of the next byte."""
+        if self._next is None:
+            with _inference(self.model):
+                self._next = self.model.head.step(self.head_state, self._tensor([self.previous])[0], len(self.pending))
+        return self._next[0][0]
+
+    def push(self, byte: int) -> None:
+        """Append one byte to the sequence."""
+        if not 0 <= byte < 256:
+            raise ValueError(f"a byte must be in [0, 255], got {byte}")
+        self.next_logits()
+        self.head_state = self._next[1]
+        self._next = None
+        self.pending.append(byte)
+        self.previous = byte
+        model, overlap = self.model, self.model.config.encoder_overlap
+        if len(self.pending) == model.config.patch_size:
+            left = [NO_BYTE] * (overlap - len(self.left_context)) + self.left_context
+            with _inference(model):
+                latent = model.encoder(self._tensor(self.pending), self._tensor(left)).latents
+                h, self.states, _ = model.backbone(latent.to(model.start_latent.dtype), self.states,
+                                                   plasticity=self.plasticity, effort=self.effort)
+            self.left_context = (self.left_context + self.pending)[-overlap:] if overlap else []
+            self._begin_patch(h[:, -1])
+
+
+def sample_byte(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
+                top_p: float | None = None, generator: torch.Generator | None = None) -> int:
+    """Greedy at temperature 0; otherwise softmax(logits / T) restricted to the top-k and the top-p nucleus."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be ≥ 0, got {temperature}")
+    if temperature == 0:
+        return int(logits.argmax())
+    logits = logits.detach().float().cpu() / temperature
+    if top_k is not None:
+        if top_k < 1:
+            raise ValueError(f"top_k must be ≥ 1, got {top_k}")
+        kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None:
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        sorted_logits, order = logits.sort(descending=True)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cumulative - sorted_logits.softmax(-1) >= top_p  # keep the smallest prefix reaching top_p
+        logits = logits.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
+    return int(torch.multinomial(logits.softmax(-1), 1, generator=generator))

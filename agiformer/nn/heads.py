@@ -1,0 +1,62 @@
+"""Byte heads: from the latent at backbone position n, the P byte logits of patch n.
+
+Both heads share one interface:
+- forward(h (B, N, D), previous_bytes (B, N, P)) → logits (B, N, P, 256), teacher-forced, where
+  previous_bytes[..., j] is the byte before byte j of the patch (NO_BYTE before the first byte);
+- start(h (B, D)) → state, then step(state, previous_byte (B,), j) → (logits (B, 256), state)
+  to decode a patch one byte at a time.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class GRUByteHead(nn.Module):
+    """Intra-patch autoregressive head (seed v1): a GRU reads [latent, previous byte] at each byte."""
+
+    def __init__(self, *, dim: int, patch_size: int, hidden: int = 256):
+        super().__init__()
+        self.patch_size = patch_size
+        self.latent_proj = nn.Linear(dim, hidden)
+        self.byte_embed = nn.Embedding(257, hidden)
+        self.gru = nn.GRU(2 * hidden, hidden, batch_first=True)
+        self.out = nn.Linear(hidden, 256)
+
+    def forward(self, h: torch.Tensor, previous_bytes: torch.Tensor) -> torch.Tensor:
+        B, N, P = previous_bytes.shape
+        context = self.latent_proj(h).unsqueeze(2).expand(-1, -1, P, -1)
+        inputs = torch.cat([context, self.byte_embed(previous_bytes).to(context.dtype)], dim=-1)
+        outputs, _ = self.gru(inputs.reshape(B * N, P, -1))
+        return self.out(outputs).view(B, N, P, 256)
+
+    def start(self, h: torch.Tensor):
+        return self.latent_proj(h), None
+
+    def step(self, state, previous_byte: torch.Tensor, position: int):
+        context, hidden = state
+        inputs = torch.cat([context, self.byte_embed(previous_byte).to(context.dtype)], dim=-1)
+        output, hidden = self.gru(inputs.unsqueeze(1), hidden)
+        return self.out(output.squeeze(1)), (context, hidden)
+
+
+class MLPByteHead(nn.Module):
+    """Parallel head (seed v2): all P bytes of a patch from the latent alone, independently."""
+
+    def __init__(self, *, dim: int, patch_size: int, hidden: int = 512):
+        super().__init__()
+        self.patch_size = patch_size
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+                                 nn.Linear(hidden, patch_size * 256))
+
+    def forward(self, h: torch.Tensor, previous_bytes: torch.Tensor) -> torch.Tensor:
+        B, N, _ = h.shape
+        return self.net(h).view(B, N, self.patch_size, 256)
+
+    def start(self, h: torch.Tensor):
+        return self.net(h).view(h.shape[0], self.patch_size, 256)
+
+    def step(self, state, previous_byte: torch.Tensor, position: int):
+        return state[:, position], state
+

@@ -1,0 +1,18 @@
+"""The math: framework-level functions, each fast form beside its plain reference and its one-step form."""
+
+from agiformer.ops.hebbian import chunked_hebbian, hebbian_step, initial_hebbian_state, naive_hebbian
+from agiformer.ops.window_attention import (
+    RollingKV,
+    apply_rotary,
+    blockwise_window_attention,
+    naive_window_attention,
+    rolling_kv_from_sequence,
+    rotary_angles,
+    window_attention_step,
+)
+
+__all__ = [
+    "chunked_hebbian", "naive_hebbian", "hebbian_step", "initial_hebbian_state",
+    "blockwise_window_attention", "naive_window_attention", "window_attention_step",
+    "RollingKV", "rolling_kv_from_sequence", "rotary_angles", "apply_rotary",
+]

@@ -1,0 +1,123 @@
+"""Parity of every fast op with its plain reference, in float64."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from agiformer.ops import (
+    apply_rotary, blockwise_window_attention, chunked_hebbian, hebbian_step, naive_hebbian, naive_window_attention,
+    rolling_kv_from_sequence, rotary_angles, window_attention_step,
+)
+
+ALPHAS = [0.1, 0.5, 0.99, 1.0]
+
+
+def hebbian_inputs(B=2, H=3, L=37, E=8, Ev=6, *, alpha=1.0, decay="input", dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = (F.elu(torch.randn(B, H, L, E, generator=g, dtype=dtype)) + 1) / math.sqrt(E)
+    k = F.elu(torch.randn(B, H, L, E, generator=g, dtype=dtype)) + 1
+    v = torch.randn(B, H, L, Ev, generator=g, dtype=dtype)
+    if decay == "head":  # seed v1: one constant per head
+        base = (0.99 + 0.01 * torch.sigmoid(torch.randn(H, generator=g, dtype=dtype)))[None, :, None].expand(B, H, L)
+    else:                # seed v2: per position and head
+        base = 0.9 + 0.1 * torch.sigmoid(torch.randn(B, H, L, generator=g, dtype=dtype))
+    return q, k, v, base.log() + math.log(alpha)
+
+
+def quadratic_hebbian(q, k, v, log_decay, eps=1e-6):
+    """Closed form: out_t = Σ_{j≤t} w_tj v_j / Σ_{j≤t} w_tj with w_tj = (q_t·k_j) Π_{j<m≤t} λ_m."""
+    b = log_decay.cumsum(-1)
+    L = q.shape[2]
+    causal = torch.ones(L, L, dtype=torch.bool).tril()
+    decay = (b[..., :, None] - b[..., None, :]).masked_fill(~causal, float("-inf")).exp()
+    w = (q @ k.transpose(-1, -2)) * decay
+    return (w @ v) / (w.sum(-1, keepdim=True) + eps)
+
+
+def relative_error(a, b):
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+@pytest.mark.parametrize("alpha", ALPHAS)
+@pytest.mark.parametrize("decay", ["head", "input"])
+@pytest.mark.parametrize("chunk_size", [1, 16, 64])
+@pytest.mark.parametrize("length", [37, 100])
+def test_hebbian_chunked_equals_naive_equals_closed_form(alpha, decay, chunk_size, length):
+    q, k, v, log_decay = hebbian_inputs(L=length, alpha=alpha, decay=decay)
+    chunked, chunked_state = chunked_hebbian(q, k, v, log_decay, chunk_size=chunk_size)
+    naive, naive_state = naive_hebbian(q, k, v, log_decay)
+    assert relative_error(chunked, naive) <= 1e-10
+    assert relative_error(chunked_state, naive_state) <= 1e-10
+    assert relative_error(naive, quadratic_hebbian(q, k, v, log_decay)) <= 1e-10
+
+
+@pytest.mark.parametrize("alpha", ALPHAS)
+def test_hebbian_carried_state_continues_the_sequence(alpha):
+    q, k, v, log_decay = hebbian_inputs(L=50, alpha=alpha)
+    whole, whole_state = chunked_hebbian(q, k, v, log_decay, chunk_size=16)
+    first, state = chunked_hebbian(q[:, :, :23], k[:, :, :23], v[:, :, :23], log_decay[:, :, :23], chunk_size=16)
+    outs = [first]
+    for t in range(23, 50):  # then one step at a time, as generation does
+        out, state = hebbian_step(q[:, :, t], k[:, :, t], v[:, :, t], log_decay[:, :, t], state)
+        outs.append(out.unsqueeze(2))
+    assert relative_error(torch.cat(outs, dim=2), whole) <= 1e-10
+    assert relative_error(state, whole_state) <= 1e-10
+
+
+@pytest.mark.parametrize("alpha", ALPHAS)
+@pytest.mark.parametrize("autocast", [False, True])
+def test_hebbian_stays_finite_at_16k_positions(alpha, autocast):
+    dtype = torch.bfloat16 if autocast else torch.float32
+    q, k, v, log_decay = hebbian_inputs(B=1, H=2, L=16384, E=8, Ev=8, alpha=alpha, dtype=torch.float32)
+    # the effort-0 sharpening (exponent 11) is the steepest decay the model can ask for
+    for sharpen in (1.0, 11.0):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out, state = chunked_hebbian(q.to(dtype), k.to(dtype), v.to(dtype), log_decay * sharpen, chunk_size=64)
+        assert out.dtype == torch.float32  # computed in fp32 even from bf16 inputs
+        assert torch.isfinite(out).all() and torch.isfinite(state).all()
+
+
+@pytest.mark.parametrize("length", [1, 5, 16, 37])
+@pytest.mark.parametrize("window", [1, 4, 8, 50])
+def test_blockwise_window_attention_equals_dense(length, window):
+    g = torch.Generator().manual_seed(length * 100 + window)
+    q, k, v = (torch.randn(2, 3, length, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    blockwise = blockwise_window_attention(q, k, v, window)
+    assert relative_error(blockwise, naive_window_attention(q, k, v, window)) <= 1e-12
+
+
+def test_dense_reference_is_really_windowed():
+    """The reference itself: query i must be a softmax over keys i−W+1 … i, computed by hand."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 1, 9, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    W, i = 3, 7
+    scores = (q[0, 0, i] @ k[0, 0, i - W + 1: i + 1].T) / 2.0
+    expected = scores.softmax(-1) @ v[0, 0, i - W + 1: i + 1]
+    assert torch.allclose(naive_window_attention(q, k, v, W)[0, 0, i], expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("window", [1, 3, 8])
+@pytest.mark.parametrize("prefill", [0, 2, 11])
+def test_rolling_cache_steps_equal_dense(window, prefill):
+    g = torch.Generator().manual_seed(window + prefill)
+    L = 20
+    q, k, v = (torch.randn(2, 2, L, 6, generator=g, dtype=torch.float64) for _ in range(3))
+    dense = naive_window_attention(q, k, v, window)
+    cache = rolling_kv_from_sequence(k[:, :, :prefill], v[:, :, :prefill], window) if prefill else None
+    for t in range(prefill, L):
+        out, cache = window_attention_step(q[:, :, t], k[:, :, t], v[:, :, t], cache, window)
+        assert relative_error(out, dense[:, :, t]) <= 1e-12
+
+
+def test_rotary_scores_depend_on_relative_position_only():
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(8, generator=g, dtype=torch.float64), torch.randn(8, generator=g, dtype=torch.float64)
+
+    def score(i, j):
+        cos, sin = rotary_angles(torch.tensor([i, j]), 8, dtype=torch.float64)
+        return apply_rotary(q, cos[0], sin[0]) @ apply_rotary(k, cos[1], sin[1])
+
+    assert abs(score(5, 2) - score(105, 102)) < 1e-9
+    assert abs(score(5, 2) - score(5, 3)) > 1e-3
