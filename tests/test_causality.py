@@ -92,6 +92,8 @@ VARIANTS = {
     "tiny-v1-like": dict(encoder_overlap=0, fusion="sum", memory_decay="head", head="gru"),
     "tiny-mlp-head": dict(head="mlp", head_hidden=32),
     "tiny-p3-window2": dict(patch_size=3, window=2, encoder_overlap=1),
+    "tiny-memory-only": dict(mixer="memory"),
+    "tiny-attention-only-no-reasoning": dict(mixer="attention", reasoning_steps=0),
 }
 
 

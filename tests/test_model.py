@@ -18,6 +18,9 @@ VARIANTS = {
     "mlp-overlap2": dict(head="mlp", head_hidden=32),
     "mlp-p3": dict(head="mlp", head_hidden=32, patch_size=3, encoder_overlap=1, window=2),
     "no-effort-sharpening": dict(effort_sharpens_memory=False),
+    "ablation-attention-only": dict(mixer="attention"),
+    "ablation-memory-only": dict(mixer="memory"),
+    "ablation-no-reasoning": dict(reasoning_steps=0),
 }
 
 

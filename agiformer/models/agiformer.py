@@ -23,7 +23,7 @@ from agiformer.models.streaming import ByteStream, sample_byte
 from agiformer.nn import (
     NO_BYTE, AdaptiveReasoning, BlockState, GRUByteHead, HebbianMemory, HybridBlock, MLPByteHead, PatchEncoder,
 )
-from agiformer.nn.reasoning import ReasoningOutput
+from agiformer.nn.reasoning import ReasoningOutput, no_reasoning
 from agiformer.serialization import load_tensors, save_tensors
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
@@ -50,14 +50,16 @@ class AGIFormer(nn.Module):
         self.encoder = PatchEncoder(dim=c.d_model, patch_size=c.patch_size, overlap=c.encoder_overlap)
         self.start_latent = nn.Parameter(torch.randn(c.d_model) * 0.02)
         self.blocks = nn.ModuleList(
-            HybridBlock(dim=c.d_model, heads=c.n_heads, window=c.window, memory=self._build_memory(),
-                        fusion=c.fusion, mlp_ratio=c.mlp_ratio, dropout=c.dropout, rope_base=c.rope_base,
+            HybridBlock(dim=c.d_model, heads=c.n_heads, window=c.window,
+                        memory=self._build_memory() if c.mixer != "attention" else None,
+                        attention=c.mixer != "memory", fusion=c.fusion, mlp_ratio=c.mlp_ratio, dropout=c.dropout, rope_base=c.rope_base,
                         norm_eps=c.norm_eps)
             for _ in range(c.n_layers))
         self.reasoning = AdaptiveReasoning(dim=c.d_model, max_steps=c.reasoning_steps, mlp_ratio=c.mlp_ratio,
                                            act_threshold=c.act_threshold,
                                            effort_threshold_shift=c.effort_threshold_shift,
-                                           halt_bias_init=c.halt_bias_init, norm_eps=c.norm_eps)
+                                           halt_bias_init=c.halt_bias_init, norm_eps=c.norm_eps) \
+            if c.reasoning_steps > 0 else None
         self.final_norm = nn.RMSNorm(c.d_model, eps=c.norm_eps)
         head = GRUByteHead if c.head == "gru" else MLPByteHead
         self.head = head(dim=c.d_model, patch_size=c.patch_size, hidden=c.head_hidden)
@@ -88,7 +90,7 @@ class AGIFormer(nn.Module):
         for i, block in enumerate(self.blocks):
             x, state = block(x, states[i] if states is not None else None, plasticity=plasticity, effort=effort)
             new_states.append(state)
-        reasoning = self.reasoning(x, effort=effort)
+        reasoning = self.reasoning(x, effort=effort) if self.reasoning is not None else no_reasoning(x)
         return self.final_norm(reasoning.z), new_states, reasoning
 
     def context_latents(self, patch_bytes: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ class AGIFormerConfig:
     patch_size: int = 4                 # bytes per latent (P)
     encoder_overlap: int = 0            # left-context bytes per patch: 0 = seed v1 (kernel P), 2 = seed v2 (kernel P+2)
     window: int = 128                   # attention window, in patches (a query sees itself and window−1 before)
+    mixer: str = "hybrid"               # "hybrid": attention and memory; ablations "attention" or "memory" only
     fusion: str = "sum"                 # attention + memory: "sum" (v1) or "gated" (v2)
     memory: str = "hebbian"             # block memory kind
     memory_decay: str = "head"          # "head": learned constant per head (v1); "input": per position (v2)
@@ -27,7 +28,7 @@ class AGIFormerConfig:
     mlp_ratio: float = 4.0              # SwiGLU hidden size / d_model, in blocks and reasoning
     head: str = "gru"                   # byte head: "gru" (intra-patch autoregressive, v1) or "mlp" (parallel, v2)
     head_hidden: int = 256
-    reasoning_steps: int = 3            # most refinement steps per position (effort 1)
+    reasoning_steps: int = 3            # most refinement steps per position (effort 1); 0 = no reasoning block
     act_threshold: float = 0.99         # cumulative halting probability that stops a position at effort 1
     effort_threshold_shift: float = 0.5  # threshold lowered by (1 − effort)·shift
     halt_bias_init: float = -1.0
@@ -44,13 +45,15 @@ class AGIFormerConfig:
         problems = []
         if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
             problems.append(f"d_model {self.d_model} must split into {self.n_heads} heads of even size")
-        for name, allowed in (("fusion", ("sum", "gated")), ("memory", ("hebbian",)),
+        for name, allowed in (("mixer", ("hybrid", "attention", "memory")), ("fusion", ("sum", "gated")), ("memory", ("hebbian",)),
                               ("memory_decay", ("head", "input")), ("head", ("gru", "mlp"))):
             if getattr(self, name) not in allowed:
                 problems.append(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("n_layers", "n_heads", "patch_size", "window", "memory_chunk_size", "head_hidden", "reasoning_steps"):
+        for name in ("n_layers", "n_heads", "patch_size", "window", "memory_chunk_size", "head_hidden"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.reasoning_steps < 0:
+            problems.append(f"reasoning_steps must be ≥ 0, got {self.reasoning_steps}")
         if not 0 <= self.encoder_overlap <= self.patch_size:
             problems.append(f"encoder_overlap must be in [0, patch_size], got {self.encoder_overlap}")
         if not 0 < self.plasticity <= 1:

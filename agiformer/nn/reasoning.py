@@ -18,6 +18,12 @@ class ReasoningOutput(NamedTuple):
     mlp_evals: int           # positions × steps actually computed
 
 
+def no_reasoning(z: torch.Tensor) -> ReasoningOutput:
+    """What a model without the reasoning block reports: z unchanged, zero steps."""
+    zeros = z.new_zeros(z.shape[:2])
+    return ReasoningOutput(z, zeros.long(), zeros, 0)
+
+
 def step_cap(effort: float, max_steps: int) -> int:
     """Most steps allowed at this effort: ceil(effort · max_steps), at least 1."""
     return max(1, math.ceil(effort * max_steps - 1e-9))

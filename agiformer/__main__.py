@@ -1,0 +1,5 @@
+import sys
+
+from agiformer.cli import main
+
+sys.exit(main())

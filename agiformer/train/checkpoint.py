@@ -1,0 +1,94 @@
+"""Training checkpoints: a directory with the model (config.json + model.safetensors), the optimizer
+state (optimizer.safetensors) and everything else needed to continue exactly (trainer.json: step,
+stage, RNG states, metrics so far).
+
+A checkpoint is written to a fresh directory and swapped in by renames, so an interruption at any
+moment leaves either the old or the new checkpoint complete, never a mix.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from agiformer.errors import AGIFormerError
+from agiformer.models import AGIFormer, AGIFormerConfig
+from agiformer.serialization import atomic_write_text, load_tensors, read_json, save_tensors
+
+TRAINER_FILE, OPTIMIZER_FILE = "trainer.json", "optimizer.safetensors"
+
+
+def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    state = optimizer.state_dict()
+    tensors = {}
+    for index, values in state["state"].items():
+        for key, value in values.items():
+            tensors[f"{index}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    return tensors, state["param_groups"]
+
+
+def optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]):
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    except (ValueError, KeyError) as error:
+        raise AGIFormerError(f"optimizer state does not fit this model ({error}); start a new run instead of --resume") from None
+
+
+def rng_to_tensors(generators: dict[str, torch.Generator]) -> dict[str, torch.Tensor]:
+    tensors = {f"rng.{name}": g.get_state() for name, g in generators.items()}
+    tensors["rng.torch_global"] = torch.get_rng_state()
+    return tensors
+
+
+def save_checkpoint(directory: Path, *, model: AGIFormer, config: AGIFormerConfig, optimizer: torch.optim.Optimizer,
+                    generators: dict[str, torch.Generator], trainer_state: dict) -> None:
+    directory = Path(directory)
+    fresh = directory.with_name(directory.name + ".new")
+    old = directory.with_name(directory.name + ".old")
+    shutil.rmtree(fresh, ignore_errors=True)
+    fresh.mkdir(parents=True)
+    save_tensors(fresh / "model.safetensors", model.state_dict())
+    config.save(fresh / "config.json")
+    tensors, groups = optimizer_to_tensors(optimizer)
+    save_tensors(fresh / OPTIMIZER_FILE, {**tensors, **rng_to_tensors(generators)})
+    atomic_write_text(fresh / TRAINER_FILE, json.dumps({**trainer_state, "optimizer_param_groups": groups}, indent=1))
+    if directory.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        directory.rename(old)
+    fresh.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def find_checkpoint(directory: Path) -> Path | None:
+    """The complete checkpoint at `directory`, or the previous one if a swap was interrupted."""
+    for candidate in (directory, directory.with_name(directory.name + ".old")):
+        if (candidate / TRAINER_FILE).is_file():
+            return candidate
+    return None
+
+
+def load_checkpoint(directory: Path, *, model: AGIFormer, optimizer: torch.optim.Optimizer,
+                    generators: dict[str, torch.Generator]) -> dict:
+    """Restore model, optimizer and RNG states in place; return the trainer state."""
+    trainer_state = read_json(directory / TRAINER_FILE)
+    if not isinstance(trainer_state, dict) or "step" not in trainer_state:
+        raise AGIFormerError(f"{directory / TRAINER_FILE}: not a trainer state file")
+    loaded = AGIFormer.from_pretrained(directory)
+    if loaded.config.to_dict() != {**model.config.to_dict(), "plasticity": loaded.config.plasticity}:
+        raise AGIFormerError(f"{directory}: the checkpoint's model config differs from the recipe's; "
+                             "resume with the recipe that started the run")
+    model.load_state_dict(loaded.state_dict())
+    tensors = load_tensors(directory / OPTIMIZER_FILE)
+    rng = {k: tensors.pop(k) for k in list(tensors) if k.startswith("rng.")}
+    optimizer_from_tensors(optimizer, tensors, trainer_state.pop("optimizer_param_groups"))
+    for name, generator in generators.items():
+        generator.set_state(rng[f"rng.{name}"])
+    torch.set_rng_state(rng["rng.torch_global"])
+    return trainer_state

@@ -1,0 +1,154 @@
+"""The trainer: recipes, curriculum, checkpoints, exact resume, divergence handling, DDP."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from agiformer import AGIFormer, AGIFormerError
+from agiformer.train import Recipe, Trainer, load_recipe
+from agiformer.train.plots import read_metrics
+
+
+def toy_recipe(**overrides) -> Recipe:
+    values = dict(name="toy", model=dict(preset="tiny"), steps=6, batch_size=4, seq_len=64, lr=3e-3, warmup_steps=2,
+                  eval_every=3, checkpoint_every=3,
+                  stages=[dict(name="first", corpora={"toy": 1.0}, plasticity=0.5, share=0.5),
+                          dict(name="second", corpora={"toy": 1.0}, plasticity=0.99, share=0.5)])
+    values.update(overrides)
+    return Recipe.from_dict(values)
+
+
+def train_losses(out_dir: Path) -> list[float]:
+    return [r["train_bpb"] for r in read_metrics(out_dir / "metrics.jsonl") if r["kind"] == "train"]
+
+
+def test_curriculum_run_writes_checkpoints_metrics_and_curves(toy_data, tmp_path):
+    summary = Trainer(toy_recipe(), data_dir=toy_data, out_dir=tmp_path, progress=False).train()
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    train = [r for r in rows if r["kind"] == "train"]
+    assert [r["stage"] for r in train] == ["first"] * 3 + ["second"] * 3
+    assert [r["plasticity"] for r in train] == [0.5] * 3 + [0.99] * 3
+    assert len({r["effort"] for r in train}) == 6  # effort drawn per batch
+    val = [r for r in rows if r["kind"] == "val"]
+    assert [r["step"] for r in val] == [3, 6] and val[0]["plasticity"] == 0.5 and val[1]["plasticity"] == 0.99
+    assert summary["steps"] == 6 and math.isclose(summary["best_val_bpb"], min(r["val_bpb"] for r in val))
+    for name in ("last", "best"):
+        assert sorted(p.name for p in (tmp_path / name).iterdir()) == \
+            ["config.json", "model.safetensors", "optimizer.safetensors", "trainer.json"]
+    model = AGIFormer.from_pretrained(tmp_path / "last")
+    assert model.config.plasticity == 0.99  # the trained α travels with the weights
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+
+
+def test_resume_after_a_signal_repeats_the_uninterrupted_losses(toy_data, tmp_path):
+    recipe = toy_recipe(steps=8, checkpoint_every=100, eval_every=4)
+    Trainer(recipe, data_dir=toy_data, out_dir=tmp_path / "straight", progress=False).train()
+
+    interrupted = Trainer(recipe, data_dir=toy_data, out_dir=tmp_path / "split", progress=False)
+    original_step = interrupted.train_step
+
+    def step_then_signal(step):
+        row = original_step(step)
+        if step == 2:  # during the third step, as a user's Ctrl-C would
+            os.kill(os.getpid(), signal.SIGINT)
+        return row
+
+    interrupted.train_step = step_then_signal
+    summary = interrupted.train()
+    assert summary["stopped_early"] and summary["steps"] == 3
+    Trainer(recipe, data_dir=toy_data, out_dir=tmp_path / "split", resume=True, progress=False).train()
+    assert train_losses(tmp_path / "split") == train_losses(tmp_path / "straight")
+    straight = AGIFormer.from_pretrained(tmp_path / "straight" / "last").state_dict()
+    resumed = AGIFormer.from_pretrained(tmp_path / "split" / "last").state_dict()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(toy_data, tmp_path):
+    trainer = Trainer(toy_recipe(checkpoint_every=2), data_dir=toy_data, out_dir=tmp_path, progress=False)
+    trainer.train(max_steps=2)
+    with torch.no_grad():
+        trainer.model.head.out.weight.fill_(float("nan"))
+    with pytest.raises(AGIFormerError, match="non-finite loss at step 2"):
+        trainer.train()
+    kept = AGIFormer.from_pretrained(tmp_path / "last")
+    assert all(torch.isfinite(p).all() for p in kept.parameters())
+    assert json.loads((tmp_path / "last" / "trainer.json").read_text())["step"] == 2
+
+
+def test_a_second_run_into_the_same_directory_is_refused(toy_data, tmp_path):
+    Trainer(toy_recipe(steps=1), data_dir=toy_data, out_dir=tmp_path, progress=False).train()
+    with pytest.raises(AGIFormerError, match="--resume"):
+        Trainer(toy_recipe(steps=1), data_dir=toy_data, out_dir=tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(seq_len=32), "shorter than 4 × the attention span"),
+    (dict(stages=[]), "at least one"),
+    (dict(stages=[dict(name="a", corpora={"toy": 1.0}, plasticity=0.0)]), "plasticity"),
+    (dict(precision="fp16"), "precision"),
+    (dict(model=dict(preset="tiny", d_modle=3)), "unknown config key"),
+    (dict(stages=[dict(name="a", corpora={"toy": 1.0}, plasticty=0.5)]), "unknown key"),
+])
+def test_bad_recipes_are_refused_with_one_line(change, message):
+    with pytest.raises(AGIFormerError, match=message) as error:
+        toy_recipe(**change)
+    assert "\n" not in str(error.value)
+
+
+def test_stage_boundaries_and_schedule():
+    recipe = toy_recipe(steps=100, warmup_steps=10, stages=[
+        dict(name="a", corpora={"toy": 1}, plasticity=0.1, share=0.15),
+        dict(name="b", corpora={"toy": 1}, plasticity=0.5, share=0.25),
+        dict(name="c", corpora={"toy": 1}, plasticity=0.99, share=0.6)])
+    assert recipe.stage_boundaries() == [0, 15, 40]
+    assert [recipe.stage_at(s) for s in (0, 14, 15, 39, 40, 99)] == [0, 0, 1, 1, 2, 2]
+    lrs = [recipe.lr_at(s) for s in range(100)]
+    assert lrs[9] == pytest.approx(recipe.lr) and lrs[-1] == pytest.approx(recipe.lr * recipe.min_lr_ratio, rel=0.01)
+    assert all(a <= b for a, b in zip(lrs[:10], lrs[1:10])) and all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+def test_shipped_recipes_load():
+    for path in sorted(Path("runs").glob("*.toml")):
+        recipe = load_recipe(path)
+        assert recipe.seq_len >= 4 * recipe.model_config().window * recipe.model_config().patch_size
+
+
+def test_ddp_with_two_gloo_processes_matches_one_process(toy_data, tmp_path):
+    recipe_file = tmp_path / "toy.toml"
+    recipe_file.write_text("""
+name = "toy"
+steps = 3
+batch_size = 4
+seq_len = 64
+lr = 3e-3
+warmup_steps = 1
+eval_every = 3
+checkpoint_every = 3
+precision = "fp32"
+[model]
+preset = "tiny"
+[[stages]]
+name = "only"
+corpora = { toy = 1.0 }
+plasticity = 0.99
+""")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = ["train", str(recipe_file), "--data-dir", str(toy_data), "--device", "cpu", "--quiet"]
+    subprocess.run([sys.executable, "-m", "agiformer", *common, "--out", str(tmp_path / "one")],
+                   check=True, env=env, capture_output=True)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
+    done = subprocess.run([*torchrun, "-m", "agiformer", *common, "--out", str(tmp_path / "two")],
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    one, two = train_losses(tmp_path / "one"), train_losses(tmp_path / "two")
+    assert len(one) == len(two) == 3
+    assert all(math.isclose(a, b, rel_tol=1e-4) for a, b in zip(one, two)), (one, two)
+    val = lambda d: [r["val_bpb"] for r in read_metrics(d / "metrics.jsonl") if r["kind"] == "val"]
+    assert math.isclose(val(tmp_path / "one")[0], val(tmp_path / "two")[0], rel_tol=1e-4)
