@@ -20,3 +20,16 @@ test: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# `make demo`: build the English corpora, train runs/demo-en.toml (about 20 minutes on 2 CPU cores),
+# then score it on the held-out test split next to the compressors and stream a sample.
+DEMO_OUT := out/demo-en
+AGI := $(VENV)/bin/agiformer
+
+.PHONY: demo
+demo: install
+	$(AGI) data build en-dict en-lit en-wiki
+	if [ -d $(DEMO_OUT)/last ]; then $(AGI) train runs/demo-en.toml --out $(DEMO_OUT) --resume; \
+	else $(AGI) train runs/demo-en.toml --out $(DEMO_OUT); fi
+	$(AGI) eval $(DEMO_OUT) --corpus en-wiki --split test --baselines
+	$(AGI) generate $(DEMO_OUT) --prompt "The history of " --max-bytes 300 --temperature 0.7 --seed 0

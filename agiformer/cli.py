@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import codecs
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -188,6 +189,54 @@ def cmd_generate(args) -> None:
     out.write(decoder.decode(b"", final=True) + "\n")
 
 
+def cmd_recall(args) -> None:
+    from agiformer.data import load_split
+    from agiformer.eval.recall import default_distances, recall_accuracy, write_report
+
+    filler = load_split(args.data_dir, args.corpus, args.split)
+    reports, span = {}, None
+    for path in args.checkpoints:
+        model = load_model(path, args.device)
+        model_span = model.config.window * model.config.patch_size
+        span = span or model_span
+        distances = args.distances or default_distances(span)
+        label = str(resolve_checkpoint(path))
+        print(f"{label}: {model.config.mixer} model, attention span {model_span} bytes")
+        reports[label] = recall_accuracy(model, filler, distances, samples=args.samples, seed=args.seed,
+                                         effort=args.effort, plasticity=args.plasticity)
+        for row in reports[label]:
+            print(f"  distance {row['distance']:>7,} B: exact {100 * row['exact_match']:5.1f} %, "
+                  f"per byte {100 * row['byte_accuracy']:5.1f} %  ({row['samples']} samples)")
+    write_report(reports, span, Path(args.out))
+    print(f"wrote {Path(args.out).with_suffix('.json')} and {Path(args.out).with_suffix('.png')}")
+
+
+def cmd_inspect(args) -> None:
+    from agiformer.eval.inspect import inspect_model, plot_inspection
+
+    model = load_model(args.checkpoint, args.device)
+    prompt = args.prompt.encode("utf-8")
+    result = inspect_model(model, prompt, plasticity=args.plasticity, effort=args.effort)
+    print(f"{len(prompt)} bytes → {result['patches']} patches; α={result['plasticity']}, effort={result['effort']}")
+    for layer in result["layers"]:
+        parts = [f"layer {layer['layer']}:"]
+        if "attention_share" in layer:
+            share = layer["attention_share"]
+            parts.append(f"attention share {sum(share) / len(share):.2f} (memory {1 - sum(share) / len(share):.2f})")
+        if "memory_half_life_patches" in layer:
+            lives = ", ".join(f"{h:.1f}" if math.isfinite(h) else "∞" for h in layer["memory_half_life_patches"])
+            parts.append(f"memory half-life per head (patches): {lives}")
+        print("  " + "  ".join(parts))
+    steps = result["reasoning_steps"]
+    print(f"  reasoning steps per patch: mean {sum(steps) / len(steps):.2f}, min {min(steps)}, max {max(steps)}")
+    if "reasoning_update_norm" in result:
+        norms = result["reasoning_update_norm"]
+        print(f"  reasoning update norm ‖z_out − z_in‖: mean {sum(norms) / len(norms):.3f}")
+    plot_inspection(result, prompt, Path(args.out).with_suffix(".png"))
+    Path(args.out).with_suffix(".json").write_text(json.dumps(result, indent=1))
+    print(f"wrote {Path(args.out).with_suffix('.png')} and {Path(args.out).with_suffix('.json')}")
+
+
 # ---- the parser -------------------------------------------------------------------------------------
 
 EXAMPLES = {
@@ -205,6 +254,12 @@ EXAMPLES = {
     "eval": """examples:
   agiformer eval out/demo-en --corpus en-wiki                # the best checkpoint, test split
   agiformer eval out/demo-en/last --corpus en-wiki --split val --effort 0.25 --baselines""",
+    "recall": """examples:
+  agiformer recall out/demo-en --corpus en-wiki
+  agiformer recall out/demo-en out/demo-en-attention-only --samples 50 --out docs/results/recall""",
+    "inspect": """examples:
+  agiformer inspect out/demo-en --prompt "The history of artificial intelligence began in antiquity"
+  agiformer inspect out/demo-en --prompt "..." --effort 0.25 --out inspect-low-effort""",
     "generate": """examples:
   agiformer generate out/demo-en --prompt "The history of " --max-bytes 300
   agiformer generate out/demo-en --prompt-file prompt.bin --temperature 0 --effort 0.5""",
@@ -267,11 +322,28 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int)
     gen.add_argument("--no-echo", action="store_true", help="do not print the prompt first")
 
-    for sub in (train, ev):
+    recall = commands.add_parser("recall", help="needle-in-a-haystack recall vs needle distance",
+                                 epilog=EXAMPLES["recall"], formatter_class=_formatter)
+    recall.add_argument("checkpoints", nargs="+", metavar="checkpoint", help="one or more checkpoints, compared")
+    recall.add_argument("--corpus", default="en-wiki", help="held-out filler text (default: en-wiki)")
+    recall.add_argument("--split", default="test", choices=["train", "val", "test"])
+    recall.add_argument("--samples", type=_positive_int, default=20, help="samples per distance")
+    recall.add_argument("--distances", type=_positive_int, nargs="+", help="needle distances in bytes "
+                        "(default: ½, 1, 2, 4 and 8 attention spans)")
+    recall.add_argument("--seed", type=int, default=0)
+    recall.add_argument("--out", default="recall", help="output prefix for .json and .png (default: ./recall)")
+
+    insp = commands.add_parser("inspect", help="attention vs memory, decay, reasoning steps for a prompt",
+                               epilog=EXAMPLES["inspect"], formatter_class=_formatter)
+    insp.add_argument("checkpoint")
+    insp.add_argument("--prompt", required=True)
+    insp.add_argument("--out", default="inspect", help="output prefix for .png and .json (default: ./inspect)")
+
+    for sub in (train, ev, recall):
         sub.add_argument("--data-dir", default=DATA_DIR, help="where corpora live (default: $AGIFORMER_DATA or ./data)")
-    for sub in (train, ev, gen):
+    for sub in (train, ev, gen, recall, insp):
         sub.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 … (default: cuda if available)")
-    for sub in (ev, gen):
+    for sub in (ev, gen, recall, insp):
         sub.add_argument("--effort", type=_probability, help="reasoning effort in [0, 1] (default: the checkpoint's)")
         sub.add_argument("--plasticity", type=_plasticity, help="memory plasticity α (default: the trained one)")
     return parser
@@ -284,7 +356,8 @@ def _plasticity(text: str) -> float:
     return value
 
 
-COMMANDS = {"data": cmd_data, "train": cmd_train, "eval": cmd_eval, "generate": cmd_generate}
+COMMANDS = {"data": cmd_data, "train": cmd_train, "eval": cmd_eval, "generate": cmd_generate, "recall": cmd_recall,
+            "inspect": cmd_inspect}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,103 @@
+"""What a trained model does with a prompt, layer by layer: how much each position takes from
+attention vs memory, how fast each memory head forgets, how many reasoning steps each position
+takes and how far reasoning moves it. Read through forward hooks, so the model code is the one
+that runs.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+
+@torch.no_grad()
+def inspect_model(model, prompt: bytes, *, plasticity: float | None = None, effort: float | None = None) -> dict:
+    plasticity, effort = model.resolve(plasticity, effort)
+    model.eval()
+    captured: dict[str, dict[int, torch.Tensor]] = {"gate": {}, "attention": {}, "memory": {}, "memory_in": {}}
+    handles = []
+
+    def keep(kind, index, take):
+        def hook(module, args, output):
+            captured[kind][index] = take(args, output)
+        return hook
+
+    for i, block in enumerate(model.blocks):
+        if block.gate is not None:
+            handles.append(block.gate.register_forward_hook(keep("gate", i, lambda a, o: torch.sigmoid(o)[0, :, 0])))
+        if block.attention is not None:
+            handles.append(block.attention.register_forward_hook(keep("attention", i, lambda a, o: o[0][0])))
+        if block.memory is not None:
+            handles.append(block.memory.register_forward_hook(keep("memory", i, lambda a, o: o[0][0])))
+            handles.append(block.memory.register_forward_hook(keep("memory_in", i, lambda a, o: a[0])))
+    reasoning_in = {}
+    if model.reasoning is not None:
+        handles.append(model.reasoning.register_forward_hook(
+            lambda m, a, o: reasoning_in.update(z_in=a[0][0], z_out=o.z[0])))
+    try:
+        out = model.run(torch.tensor([list(prompt)]), plasticity=plasticity, effort=effort)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+    layers = []
+    for i, block in enumerate(model.blocks):
+        row = {"layer": i}
+        if i in captured["gate"]:
+            row["attention_share"] = captured["gate"][i].tolist()
+        elif i in captured["attention"] and i in captured["memory"]:  # summed fusion: share of the output norm
+            a, m = captured["attention"][i].norm(dim=-1), captured["memory"][i].norm(dim=-1)
+            row["attention_share"] = (a / (a + m + 1e-9)).tolist()
+        if i in captured["memory_in"]:
+            log_decay = block.memory.log_decay(captured["memory_in"][i], plasticity=plasticity, effort=effort)[0]
+            decay = log_decay.exp().mean(-1)  # per head, averaged over positions
+            row["memory_decay"] = decay.tolist()
+            row["memory_half_life_patches"] = [math.log(0.5) / math.log(d) if d < 1 else math.inf for d in decay.tolist()]
+        layers.append(row)
+    result = {"prompt_bytes": len(prompt), "patch_size": model.config.patch_size, "patches": out.reasoning.steps.shape[1], "plasticity": plasticity,
+              "effort": effort, "layers": layers, "reasoning_steps": out.reasoning.steps[0].tolist()}
+    if reasoning_in:
+        result["reasoning_update_norm"] = (reasoning_in["z_out"] - reasoning_in["z_in"]).norm(dim=-1).tolist()
+    return result
+
+
+def plot_inspection(result: dict, prompt: bytes, png_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    share_rows = [r["attention_share"] for r in result["layers"] if "attention_share" in r]
+    steps = result["reasoning_steps"]
+    n = len(steps)
+    fig, axes = plt.subplots(3, 1, figsize=(max(8, n * 0.25), 7), dpi=110,
+                             gridspec_kw={"height_ratios": [max(1, len(share_rows)), 1, 1.4]})
+    ax = axes[0]
+    if share_rows:
+        image = ax.imshow(np.array(share_rows), aspect="auto", cmap="coolwarm", vmin=0, vmax=1, interpolation="nearest")
+        fig.colorbar(image, ax=ax, label="attention share (1 = attention, 0 = memory)")
+        ax.set_yticks(range(len(share_rows)))
+        ax.set_ylabel("layer")
+    ax.set_title(f"per patch: attention vs memory (α={result['plasticity']}, effort={result['effort']})")
+    P = result["patch_size"]
+    labels = ["<start>"] + [prompt[i * P: (i + 1) * P].decode("utf-8", errors="replace") for i in range(n - 1)]
+    ax.set_xticks(range(n))
+    ax.set_xticklabels(labels, rotation=90, fontsize=7)
+    axes[1].bar(range(n), steps, color="tab:green")
+    axes[1].set_ylabel("reasoning steps")
+    axes[1].set_xlim(-0.5, n - 0.5)
+    axes[1].set_xticks([])
+    decays = [r["memory_decay"] for r in result["layers"] if "memory_decay" in r]
+    if decays:
+        image = axes[2].imshow(np.array(decays), aspect="auto", cmap="viridis", interpolation="nearest")
+        fig.colorbar(image, ax=axes[2], label="mean decay λ")
+        axes[2].set_xlabel("memory head")
+        axes[2].set_ylabel("layer")
+        axes[2].set_title("memory decay spectrum")
+    fig.tight_layout()
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png_path)
+    plt.close(fig)
