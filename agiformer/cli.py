@@ -66,10 +66,10 @@ def resolve_checkpoint(path: str) -> Path:
 
 
 def load_model(path: str, device: str = "auto"):
-    from agiformer.models import AGIFormer
+    from agiformer.models import load_model as load_saved_model
     from agiformer.train.distributed import pick_device
 
-    return AGIFormer.from_pretrained(resolve_checkpoint(path), map_location=pick_device(device))
+    return load_saved_model(resolve_checkpoint(path), map_location=pick_device(device))
 
 
 def training_context(checkpoint: Path, model) -> int:
@@ -80,7 +80,13 @@ def training_context(checkpoint: Path, model) -> int:
             return int(json.loads(trainer_file.read_text())["seq_len"])
         except (ValueError, KeyError, TypeError):
             pass
-    return 4 * model.config.window * model.config.patch_size
+    return 4 * attention_span(model) if attention_span(model) else 1024
+
+
+def attention_span(model) -> int | None:
+    """Bytes an AGIFORMER's attention window covers; None for a full-attention model."""
+    config = model.config
+    return config.window * config.patch_size if hasattr(config, "window") else None
 
 
 # ---- commands ---------------------------------------------------------------------------------------
@@ -151,8 +157,8 @@ def cmd_eval(args) -> None:
     if args.max_bytes:
         data = data[: args.max_bytes]
     seq_len = args.seq_len or training_context(checkpoint, model)
-    plasticity = args.plasticity if args.plasticity is not None else model.config.plasticity
-    effort = args.effort if args.effort is not None else model.config.effort
+    plasticity = args.plasticity if args.plasticity is not None else getattr(model.config, "plasticity", None)
+    effort = args.effort if args.effort is not None else getattr(model.config, "effort", None)
     result = evaluate_bpb(model, data, seq_len=seq_len, batch_size=args.batch_size, plasticity=plasticity,
                           effort=effort, precision=args.precision)
     result.update(checkpoint=str(checkpoint), corpus=args.corpus, split=args.split, seq_len=seq_len,
@@ -197,11 +203,15 @@ def cmd_recall(args) -> None:
     reports, span = {}, None
     for path in args.checkpoints:
         model = load_model(path, args.device)
-        model_span = model.config.window * model.config.patch_size
+        model_span = attention_span(model)
         span = span or model_span
+        if span is None:
+            raise AGIFormerError("give --distances, or list an AGIFORMER checkpoint first: its attention window "
+                                 "sets the default distances")
         distances = args.distances or default_distances(span)
         label = str(resolve_checkpoint(path))
-        print(f"{label}: {model.config.mixer} model, attention span {model_span} bytes")
+        kind = getattr(model.config, "mixer", model.config.model_type)
+        print(f"{label}: {kind} model, " + (f"attention span {model_span} bytes" if model_span else "full attention"))
         reports[label] = recall_accuracy(model, filler, distances, samples=args.samples, seed=args.seed,
                                          effort=args.effort, plasticity=args.plasticity)
         for row in reports[label]:
@@ -215,6 +225,8 @@ def cmd_inspect(args) -> None:
     from agiformer.eval.inspect import inspect_model, plot_inspection
 
     model = load_model(args.checkpoint, args.device)
+    if model.config.model_type != "agiformer":
+        raise AGIFormerError(f"inspect reads AGIFORMER internals; {args.checkpoint} holds a {model.config.model_type} model")
     prompt = args.prompt.encode("utf-8")
     result = inspect_model(model, prompt, plasticity=args.plasticity, effort=args.effort)
     print(f"{len(prompt)} bytes → {result['patches']} patches; α={result['plasticity']}, effort={result['effort']}")

@@ -152,3 +152,12 @@ plasticity = 0.99
     assert all(math.isclose(a, b, rel_tol=1e-4) for a, b in zip(one, two)), (one, two)
     val = lambda d: [r["val_bpb"] for r in read_metrics(d / "metrics.jsonl") if r["kind"] == "val"]
     assert math.isclose(val(tmp_path / "one")[0], val(tmp_path / "two")[0], rel_tol=1e-4)
+
+
+def test_byte_gpt_trains_with_the_same_trainer_and_resumes(toy_data, tmp_path):
+    recipe = toy_recipe(steps=4, checkpoint_every=2, eval_every=2,
+                        model=dict(type="byte-gpt", d_model=32, n_layers=2, n_heads=2))
+    Trainer(recipe, data_dir=toy_data, out_dir=tmp_path / "straight", progress=False).train()
+    Trainer(recipe, data_dir=toy_data, out_dir=tmp_path / "split", progress=False).train(max_steps=2)
+    Trainer(recipe, data_dir=toy_data, out_dir=tmp_path / "split", resume=True, progress=False).train()
+    assert train_losses(tmp_path / "split") == train_losses(tmp_path / "straight")

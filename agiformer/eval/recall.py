@@ -70,6 +70,7 @@ def default_distances(span_bytes: int) -> list[int]:
 
 
 def plot_recall(reports: dict[str, list[dict]], span_bytes: int, png_path: Path) -> None:
+    """Accuracy against needle distance, one pair of lines (exact, per byte) per checkpoint."""
     import matplotlib
 
     matplotlib.use("Agg")

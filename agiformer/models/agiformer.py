@@ -17,16 +17,14 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from agiformer.errors import AGIFormerError
 from agiformer.models.config import AGIFormerConfig
 from agiformer.models.streaming import ByteStream, sample_byte
 from agiformer.nn import (
     NO_BYTE, AdaptiveReasoning, BlockState, GRUByteHead, HebbianMemory, HybridBlock, MLPByteHead, PatchEncoder,
 )
 from agiformer.nn.reasoning import ReasoningOutput, no_reasoning
-from agiformer.serialization import load_tensors, save_tensors
-
-CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+from agiformer.models.outputs import LossOutput
+from agiformer.models.pretrained import load_model, save_model
 
 
 class ModelOutput(NamedTuple):
@@ -34,16 +32,9 @@ class ModelOutput(NamedTuple):
     reasoning: ReasoningOutput     # steps / ponder cost per backbone position
 
 
-class LossOutput(NamedTuple):
-    loss: torch.Tensor             # objective to minimise: bpb + ponder_weight · mean ponder cost
-    bpb: torch.Tensor              # mean bits per byte over all B·L bytes
-    total_bits: torch.Tensor       # sum of bits over all bytes (for exact aggregation across windows)
-    n_bytes: int
-    ponder: torch.Tensor           # mean ACT ponder cost per position
-    mean_steps: torch.Tensor       # mean reasoning steps per position
-
-
 class AGIFormer(nn.Module):
+    config_class = AGIFormerConfig
+
     def __init__(self, config: AGIFormerConfig):
         super().__init__()
         self.config = c = config
@@ -138,32 +129,8 @@ class AGIFormer(nn.Module):
             stream.push(byte)
 
     def save_pretrained(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_tensors(directory / WEIGHTS_FILE, self.state_dict())
-        self.config.save(directory / CONFIG_FILE)
+        save_model(self, directory)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, map_location: str | torch.device = "cpu") -> "AGIFormer":
-        directory = Path(directory)
-        if not directory.is_dir():
-            raise AGIFormerError(f"{directory}: no such model directory")
-        config = AGIFormerConfig.load(directory / CONFIG_FILE)
-        tensors = load_tensors(directory / WEIGHTS_FILE)
-        model = cls(config)
-        check_weights_match(model.state_dict(), tensors, directory / WEIGHTS_FILE)
-        model.load_state_dict(tensors)
-        return model.to(map_location).eval()
-
-
-def check_weights_match(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], path: Path) -> None:
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    if missing or unexpected:
-        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
-        raise AGIFormerError(f"{path}: weights do not match config.json ({detail}); "
-                             "the config and weights come from different models")
-    for name, tensor in expected.items():
-        if found[name].shape != tensor.shape:
-            raise AGIFormerError(f"{path}: weights do not match config.json ({name} has shape "
-                                 f"{tuple(found[name].shape)}, the config needs {tuple(tensor.shape)})")
+        return load_model(directory, expected=cls, map_location=map_location)

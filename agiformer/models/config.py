@@ -6,13 +6,58 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from agiformer.errors import AGIFormerError
 from agiformer.serialization import atomic_write_text, read_json
 
 
+class ConfigMixin:
+    """JSON round trip for config dataclasses. config.json records `model_type`, so a directory of
+    weights says which model it holds."""
+
+    model_type: ClassVar[str]
+
+    def check(self, condition: bool, problem: str) -> None:
+        if not condition:
+            raise AGIFormerError(f"invalid {self.model_type} config: {problem}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict):
+        values = dict(values)
+        model_type = values.pop("model_type", cls.model_type)
+        if model_type != cls.model_type:
+            raise AGIFormerError(f"config is for a {model_type!r} model, not {cls.model_type!r}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise AGIFormerError(f"unknown config key(s) {', '.join(map(repr, unknown))}; known keys: {', '.join(sorted(known))}")
+        try:
+            return cls(**values)
+        except TypeError as error:
+            raise AGIFormerError(f"invalid {cls.model_type} config: {error}") from None
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_text(path, json.dumps({"model_type": self.model_type, **self.to_dict()}, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path):
+        return cls.from_dict(read_config_values(path))
+
+
+def read_config_values(path: str | Path) -> dict:
+    values = read_json(path)
+    if not isinstance(values, dict):
+        raise AGIFormerError(f"{path}: expected a JSON object of config values")
+    return values
+
+
 @dataclass
-class AGIFormerConfig:
+class AGIFormerConfig(ConfigMixin):
+    model_type: ClassVar[str] = "agiformer"
     d_model: int = 512
     n_layers: int = 6
     n_heads: int = 8
@@ -69,30 +114,6 @@ class AGIFormerConfig:
         if name not in PRESETS:
             raise AGIFormerError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
         return cls.from_dict({**PRESETS[name], **overrides})
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "AGIFormerConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise AGIFormerError(f"unknown config key(s) {', '.join(map(repr, unknown))}; known keys: {', '.join(sorted(known))}")
-        try:
-            return cls(**values)
-        except TypeError as error:
-            raise AGIFormerError(f"invalid AGIFormer config: {error}") from None
-
-    def save(self, path: str | Path) -> None:
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, path: str | Path) -> "AGIFormerConfig":
-        values = read_json(path)
-        if not isinstance(values, dict):
-            raise AGIFormerError(f"{path}: expected a JSON object of config values")
-        return cls.from_dict(values)
 
 
 PRESETS: dict[str, dict] = {

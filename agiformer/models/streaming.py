@@ -15,7 +15,7 @@ from agiformer.nn import NO_BYTE
 
 
 @contextlib.contextmanager
-def _inference(model: torch.nn.Module):
+def inference(model: torch.nn.Module):
     """Eval mode and no autograd for the duration of one call only: a generator that held them
     across `yield` would leak them into the caller's code."""
     was_training = model.training
@@ -40,7 +40,7 @@ class ByteStream:
         self.device = next(model.parameters()).device
         P = model.config.patch_size
         whole = len(prompt) // P * P
-        with _inference(model):
+        with inference(model):
             latents = model.context_latents(self._tensor(prompt[:whole]))
             h, self.states, _ = model.backbone(latents, plasticity=self.plasticity, effort=self.effort)
         self.left_context = list(prompt[:whole][-model.config.encoder_overlap:]) if model.config.encoder_overlap else []
@@ -53,7 +53,7 @@ class ByteStream:
         return torch.tensor([list(values)], dtype=torch.long, device=self.device)
 
     def _begin_patch(self, latent: torch.Tensor) -> None:
-        with _inference(self.model):
+        with inference(self.model):
             self.head_state = self.model.head.start(latent)
         self.pending: list[int] = []
         self._next = None  # (logits, head state after this byte) once computed
@@ -61,7 +61,7 @@ class ByteStream:
     def next_logits(self) -> torch.Tensor:
         """Logits (256,) of the next byte."""
         if self._next is None:
-            with _inference(self.model):
+            with inference(self.model):
                 self._next = self.model.head.step(self.head_state, self._tensor([self.previous])[0], len(self.pending))
         return self._next[0][0]
 
@@ -77,7 +77,7 @@ class ByteStream:
         model, overlap = self.model, self.model.config.encoder_overlap
         if len(self.pending) == model.config.patch_size:
             left = [NO_BYTE] * (overlap - len(self.left_context)) + self.left_context
-            with _inference(model):
+            with inference(model):
                 latent = model.encoder(self._tensor(self.pending), self._tensor(left)).latents
                 h, self.states, _ = model.backbone(latent.to(model.start_latent.dtype), self.states,
                                                    plasticity=self.plasticity, effort=self.effort)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from agiformer.errors import AGIFormerError
-from agiformer.models import AGIFormer, AGIFormerConfig
+from agiformer.models import load_model
 from agiformer.serialization import atomic_write_text, load_tensors, read_json, save_tensors
 
 TRAINER_FILE, OPTIMIZER_FILE = "trainer.json", "optimizer.safetensors"
@@ -47,7 +47,7 @@ def rng_to_tensors(generators: dict[str, torch.Generator]) -> dict[str, torch.Te
     return tensors
 
 
-def save_checkpoint(directory: Path, *, model: AGIFormer, config: AGIFormerConfig, optimizer: torch.optim.Optimizer,
+def save_checkpoint(directory: Path, *, model: torch.nn.Module, config, optimizer: torch.optim.Optimizer,
                     generators: dict[str, torch.Generator], trainer_state: dict) -> None:
     directory = Path(directory)
     fresh = directory.with_name(directory.name + ".new")
@@ -74,14 +74,16 @@ def find_checkpoint(directory: Path) -> Path | None:
     return None
 
 
-def load_checkpoint(directory: Path, *, model: AGIFormer, optimizer: torch.optim.Optimizer,
+def load_checkpoint(directory: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     generators: dict[str, torch.Generator]) -> dict:
     """Restore model, optimizer and RNG states in place; return the trainer state."""
     trainer_state = read_json(directory / TRAINER_FILE)
     if not isinstance(trainer_state, dict) or "step" not in trainer_state:
         raise AGIFormerError(f"{directory / TRAINER_FILE}: not a trainer state file")
-    loaded = AGIFormer.from_pretrained(directory)
-    if loaded.config.to_dict() != {**model.config.to_dict(), "plasticity": loaded.config.plasticity}:
+    loaded = load_model(directory)
+    trained_as = loaded.config.to_dict()
+    if type(loaded) is not type(model) or trained_as != {**model.config.to_dict(), **{
+            k: v for k, v in trained_as.items() if k == "plasticity"}}:
         raise AGIFormerError(f"{directory}: the checkpoint's model config differs from the recipe's; "
                              "resume with the recipe that started the run")
     model.load_state_dict(loaded.state_dict())

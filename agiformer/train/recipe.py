@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agiformer.errors import AGIFormerError
-from agiformer.models import AGIFormerConfig
+from agiformer.models import AGIFormerConfig, ByteGPTConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -70,8 +70,15 @@ class Recipe:
             self.eval_corpus = next(iter(self.stages[-1].corpora))
         self.validate()
 
-    def model_config(self) -> AGIFormerConfig:
+    def model_config(self) -> AGIFormerConfig | ByteGPTConfig:
+        """[model] holds `type` ("agiformer", the default, or "byte-gpt"), a `preset` for AGIFORMER, and
+        config fields overriding it."""
         overrides = dict(self.model)
+        model_type = overrides.pop("type", "agiformer")
+        if model_type == "byte-gpt":
+            return ByteGPTConfig.from_dict(overrides)
+        if model_type != "agiformer":
+            raise AGIFormerError(f"recipe '{self.name}': unknown model type {model_type!r}; use 'agiformer' or 'byte-gpt'")
         preset = overrides.pop("preset", "v2")
         return AGIFormerConfig.preset(preset, plasticity=self.stages[-1].plasticity, **overrides)
 
@@ -94,7 +101,7 @@ class Recipe:
         if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
             raise AGIFormerError(f"{where}: lr must be > 0 and min_lr_ratio in [0, 1]")
         config = self.model_config()
-        span = 4 * config.window * config.patch_size
+        span = 4 * config.window * config.patch_size if isinstance(config, AGIFormerConfig) else 0
         if self.seq_len < span:
             raise AGIFormerError(f"{where}: seq_len {self.seq_len} is shorter than 4 × the attention span "
                                  f"({config.window} patches × {config.patch_size} bytes): the memory would have "

@@ -22,7 +22,7 @@ from torch import nn
 from agiformer.data import load_split, mixture_windows
 from agiformer.errors import AGIFormerError
 from agiformer.eval.bpb import autocast, count_characters, evaluate_bpb
-from agiformer.models import AGIFormer
+from agiformer.models.pretrained import model_classes
 from agiformer.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from agiformer.train.distributed import Distributed
 from agiformer.train.plots import plot_curves, read_metrics
@@ -32,7 +32,7 @@ from agiformer.train.recipe import Recipe
 class _LossModule(nn.Module):
     """DistributedDataParallel synchronises gradients only through a module's forward: this one's is the loss."""
 
-    def __init__(self, model: AGIFormer):
+    def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
@@ -64,7 +64,7 @@ class Trainer:
 
         torch.manual_seed(recipe.seed)
         self.config = recipe.model_config()
-        self.model = AGIFormer(self.config).to(self.device)
+        self.model = model_classes()[self.config.model_type](self.config).to(self.device)
         self.optimizer = optimizer_for(self.model, recipe)
         self.generators = {"data": torch.Generator().manual_seed(recipe.seed),
                            "effort": torch.Generator().manual_seed(recipe.seed + 1)}
@@ -97,7 +97,7 @@ class Trainer:
     # ---- one optimisation step --------------------------------------------------------------------
 
     def sample_effort(self) -> float:
-        low, high = self.config.train_effort_range
+        low, high = getattr(self.config, "train_effort_range", (1.0, 1.0))  # byte GPT: no effort
         return low + (high - low) * torch.rand(1, generator=self.generators["effort"]).item()
 
     def train_step(self, step: int) -> dict:
@@ -142,12 +142,14 @@ class Trainer:
                               world_size=self.dist.world_size)
         bits, n_bytes = self.dist.sum([result["bits"], result["bytes"]])
         return {"kind": "val", "step": self.state["step"], "bytes_seen": self.state["bytes_seen"],
-                "corpus": recipe.eval_corpus, "plasticity": plasticity, "effort": self.config.effort,
+                "corpus": recipe.eval_corpus, "plasticity": plasticity, "effort": getattr(self.config, "effort", None),
                 "val_bpb": bits / n_bytes, "val_bpc": bits / max(1, count_characters(self.val_data))}
 
     def checkpoint_config(self):
         """The config saved with the weights: plasticity set to the stage being trained."""
         stage = self.recipe.stages[self.recipe.stage_at(max(0, self.state["step"] - 1))]
+        if not hasattr(self.config, "plasticity"):
+            return self.config
         return type(self.config).from_dict({**self.config.to_dict(), "plasticity": stage.plasticity})
 
     def save(self, name: str = "last") -> None:

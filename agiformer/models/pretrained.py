@@ -1,0 +1,62 @@
+"""Saving and loading any of the project's byte models: config.json (with its model_type) next to
+model.safetensors, both written atomically, both validated on load with one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from agiformer.errors import AGIFormerError
+from agiformer.models.config import read_config_values
+from agiformer.serialization import load_tensors, save_tensors
+
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+
+
+def model_classes() -> dict:
+    from agiformer.models.agiformer import AGIFormer
+    from agiformer.models.byte_gpt import ByteGPT
+
+    return {cls.config_class.model_type: cls for cls in (AGIFormer, ByteGPT)}
+
+
+def save_model(model, directory: str | Path) -> None:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_tensors(directory / WEIGHTS_FILE, model.state_dict())
+    model.config.save(directory / CONFIG_FILE)
+
+
+def load_model(directory: str | Path, *, expected: type | None = None, map_location="cpu"):
+    """The model saved in `directory`, in eval mode; `expected` restricts the model class."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise AGIFormerError(f"{directory}: no such model directory")
+    values = read_config_values(directory / CONFIG_FILE)
+    classes = model_classes()
+    model_type = values.get("model_type", "agiformer")
+    if model_type not in classes:
+        raise AGIFormerError(f"{directory / CONFIG_FILE}: unknown model_type {model_type!r}; known: {', '.join(classes)}")
+    cls = classes[model_type]
+    if expected is not None and cls is not expected:
+        raise AGIFormerError(f"{directory} holds a {model_type} model, not {expected.config_class.model_type}")
+    config = cls.config_class.from_dict(values)
+    tensors = load_tensors(directory / WEIGHTS_FILE)
+    model = cls(config)
+    check_weights_match(model.state_dict(), tensors, directory / WEIGHTS_FILE)
+    model.load_state_dict(tensors)
+    return model.to(map_location).eval()
+
+
+def check_weights_match(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], path: Path) -> None:
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise AGIFormerError(f"{path}: weights do not match config.json ({detail}); "
+                             "the config and weights come from different models")
+    for name, tensor in expected.items():
+        if found[name].shape != tensor.shape:
+            raise AGIFormerError(f"{path}: weights do not match config.json ({name} has shape "
+                                 f"{tuple(found[name].shape)}, the config needs {tuple(tensor.shape)})")
