@@ -105,9 +105,11 @@ def chunked_hebbian(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor, initial_
         state = initial_state.to(dtype) if initial_state is not None else \
             initial_hebbian_state(B, H, E, Ev, device=q.device, dtype=dtype)
         carried = []
-        for c in range(n_chunks):
+        # unbind, not indexing: the backward of x[:, :, c] allocates a zero tensor the size of x for
+        # every c, which made this loop quadratic in the number of chunks
+        for decay_c, writes_c in zip(chunk_decay[..., None, None].unbind(2), chunk_writes.unbind(2)):
             carried.append(state)
-            state = chunk_decay[:, :, c, None, None] * state + chunk_writes[:, :, c]
+            state = decay_c * state + writes_c
         carried = torch.stack(carried, dim=2)                             # (B,H,n,E,Ev+1)
         out = out + (q * from_start) @ carried
         out = _read(out, eps).reshape(B, H, n_chunks * C, Ev)[:, :, :L]
