@@ -94,6 +94,8 @@ def plot_inspection(result: dict, prompt: bytes, png_path: Path) -> None:
     if decays:
         image = axes[2].imshow(np.array(decays), aspect="auto", cmap="viridis", interpolation="nearest")
         fig.colorbar(image, ax=axes[2], label="mean decay λ")
+        axes[2].set_xticks(range(len(decays[0])))
+        axes[2].set_yticks(range(len(decays)))
         axes[2].set_xlabel("memory head")
         axes[2].set_ylabel("layer")
         axes[2].set_title("memory decay spectrum")
