@@ -33,6 +33,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -523,3 +524,108 @@ def plot_loglog(path: Path, title: str, panels: Sequence[dict]) -> bool:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
+
+
+# ----------------------------------------------------------------------------- the flow of a case benchmark
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def find_case(cases: list[dict], L: int, method: str, dtype: str) -> dict | None:
+    """The measured case of this length, method and dtype, if it ran."""
+    for c in cases:
+        if c["L"] == L and c["method"] == method and c["dtype"] == dtype and c["status"] == "ok":
+            return c
+    return None
+
+
+def run_case_benchmark(name: str, args: argparse.Namespace, argv, *, config: dict, run, summarize, render_markdown,
+                       plot) -> None:
+    """Measure (or, with --render, re-render a stored result), then write JSON, markdown and PNG.
+
+    `run(args, checkpoint)` measures every case and calls `checkpoint(cases)` after each, so a run
+    killed midway leaves its cases in NAME.partial.json."""
+    command = " ".join([".venv/bin/python -m benchmarks." + name, *(sys.argv[1:] if argv is None else argv)])
+    report = dict(name=name, summarize=summarize, render_markdown=render_markdown, plot=plot)
+    if args.render is not None:
+        result = json.loads(args.render.read_text())
+        args = args_from_results(result, args)
+        result["summary"] = summarize(result["cases"], args)
+        result["rendered_by"] = command
+        write_case_outputs(result, args, args.render.parent, **report)
+        return
+    started = time.perf_counter()
+    if args.retries:
+        waited = wait_for_quiet(args.max_wait)
+        if waited > 3:
+            log(f"waited {waited:.0f} s for other processes to leave the CPUs")
+    env = environment(args.device)
+    base = {"benchmark": name, "command": command, "mode": "quick" if args.quick else "full",
+            "config": {**config, "lengths": args.lengths, "dtypes": args.dtypes, "methods": args.methods,
+                       "warmup": args.warmup, "repeats": args.repeats, "case_budget_s": args.case_budget,
+                       "max_seconds": args.max_seconds, "max_gb": args.max_gb, "cpu_memory": args.cpu_memory},
+            "environment": env}
+    partial = args.out / f"{name}.partial.json"
+    result = {**base, **run(args, lambda cases: write_json(partial, {**base, "interrupted": True, "cases": cases}))}
+    finish_environment(env, started)
+    partial.unlink(missing_ok=True)
+    write_case_outputs(result, args, args.out, **report)
+
+
+def write_case_outputs(result: dict, args, out: Path, *, name: str, summarize, render_markdown, plot) -> None:
+    """Markdown (also printed), plot and JSON of one result into folder `out`."""
+    markdown = render_markdown(result, args, result["command"])
+    if result.get("source"):
+        markdown = markdown.replace("\n\n", f"\n\nSource: {result['source']}.\n\n", 1)
+    if result.get("rendered_by"):
+        markdown = markdown.replace("\n\n", f"\n\nReport re-rendered from the stored JSON by `{result['rendered_by']}`."
+                                    "\n\n", 1)
+    png = out / f"{name}.png"
+    plotted = plot(result, args, png)
+    markdown += (f"\n\n![time and peak memory against L]({png.name})" if plotted
+                 else "\n\n(matplotlib is not installed: no plot written.)")
+    write_json(out / f"{name}.json", result)
+    write_text(out / f"{name}.md", markdown)
+    print(markdown)
+    log(f"wrote {out / (name + '.json')}, {out / (name + '.md')}" + (f", {png}" if plotted else "")
+        + (f" ({result['environment']['wall_time_s']} s of measurement)"
+           if result["environment"].get("wall_time_s") is not None else ""))
+
+
+SHARED_MACHINE_NOTE = (
+    "- Times are wall-clock and this machine may be shared: timed calls during which other processes kept "
+    "> 10 % of the CPUs busy (/proc/stat) are left out of the median when an uncontended call exists; a case "
+    "with none is retried after waiting for a quiet machine (--retries, --max-wait) and otherwise flagged in "
+    "its note. Compare ratios within one run.")
+
+
+def machine_label(env: dict) -> str:
+    device = env["cpu_model"] if env["device"] == "cpu" else env.get("gpu", env["device"])
+    return f"{device}, {env['torch_threads']} threads, torch {env['torch_version']}"
+
+
+def case_series(result: dict, args, *, labels: dict, colors: dict, linestyles: dict) -> tuple[dict, dict]:
+    """Time (ms) and peak memory (MiB) series per method and dtype, for `plot_loglog`."""
+    time_series, mem_series = {}, {}
+    for method in args.methods:
+        for dtype in args.dtypes:
+            pts = sorted((c["L"], c["time_s"], c["peak_bytes"]) for c in result["cases"]
+                         if c["method"] == method and c["dtype"] == dtype and c["status"] == "ok")
+            if not pts:
+                continue
+            label = f"{labels[method]}, {dtype}"
+            style = {"color": colors[method], "linestyle": linestyles[dtype]}
+            time_series[label] = {"x": [p[0] for p in pts], "y": [p[1] * 1e3 for p in pts], "style": style}
+            mem_series[label] = {"x": [p[0] for p in pts], "y": [p[2] / MiB for p in pts], "style": style}
+    return time_series, mem_series
+
+
+def slopes_table(slopes: dict) -> str:
+    def f2(x):
+        return "—" if x is None else f"{x:.2f}"
+    return markdown_table(
+        ["method dtype", "time, all L", "time, L ≥ 1024", "peak memory, all L", "L measured", "time × per doubling of L"],
+        [[k, f2(v["time_all_L"]), f2(v["time_L_ge_1024"]), f2(v["memory_all_L"]),
+          "—" if not v["L_range"] else f"{v['L_range'][0]}–{v['L_range'][1]}",
+          ", ".join(f"{r:.2g}" for r in v["time_ratio_per_doubling"]) or "—"] for k, v in slopes.items()])

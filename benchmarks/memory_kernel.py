@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import math
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file: make `benchmarks` importable
@@ -42,10 +40,10 @@ import torch.nn.functional as F
 
 from agiformer.ops import chunked_hebbian, naive_hebbian
 from benchmarks.common import (
-    CPU_MEMORY_TEXT, DTYPES, GB, MiB, add_common_args, all_finite, args_from_results, autocast, contention_note,
-    doubling_ratios, environment, environment_markdown, finish_environment, fmt_mib, fmt_ms, fmt_ratio, loglog_slope,
-    markdown_table, peak_memory_bytes, plot_loglog, powers_of_two, predict, resolve_args, timed_case, wait_for_quiet,
-    write_json, write_text,
+    SHARED_MACHINE_NOTE, case_series, machine_label, slopes_table,
+    CPU_MEMORY_TEXT, DTYPES, GB, add_common_args, all_finite, autocast, contention_note, doubling_ratios,
+    environment_markdown, find_case, fmt_mib, fmt_ms, fmt_ratio, log, loglog_slope, markdown_table,
+    peak_memory_bytes, plot_loglog, powers_of_two, predict, resolve_args, run_case_benchmark, timed_case,
 )
 from benchmarks.seed_parallel_memory import seed_parallel_hebbian
 
@@ -102,10 +100,6 @@ def finiteness(out: torch.Tensor, inputs: list[torch.Tensor]) -> str:
 
 def relative_error(out: torch.Tensor, reference: torch.Tensor) -> float:
     return ((out.detach().double() - reference).abs().max() / reference.abs().max()).item()
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace, checkpoint=lambda cases: None) -> dict:
@@ -173,23 +167,16 @@ def run(args: argparse.Namespace, checkpoint=lambda cases: None) -> dict:
     return {"cases": cases, "summary": summarize(cases, args)}
 
 
-def _get(cases, L, method, dtype):
-    for c in cases:
-        if c["L"] == L and c["method"] == method and c["dtype"] == dtype and c["status"] == "ok":
-            return c
-    return None
-
-
 def summarize(cases: list[dict], args) -> dict:
     measured = sorted({c["L"] for c in cases if c["status"] == "ok"})
     candidates = [L for L in measured if L <= args.ratio_length]
     ratio_L = candidates[-1] if candidates else None
     ratios = {}
     for dtype in args.dtypes:
-        base = _get(cases, ratio_L, "chunked", dtype)
+        base = find_case(cases, ratio_L, "chunked", dtype)
         entry = {}
         for other in ("seed", "naive"):
-            c = _get(cases, ratio_L, other, dtype)
+            c = find_case(cases, ratio_L, other, dtype)
             if base and c:
                 entry[f"{other}/chunked time"] = c["time_s"] / base["time_s"]
                 entry[f"{other}/chunked memory"] = c["peak_bytes"] / base["peak_bytes"]
@@ -249,14 +236,7 @@ def render_markdown(result: dict, args, command: str) -> str:
         ["dtype", "seed/chunked time", "seed/chunked peak memory", "naive/chunked time", "naive/chunked peak memory",
          f"time target ≥ {TARGETS['time']:g}×", f"memory target ≥ {TARGETS['memory']:g}×"], rows))
     lines += ["", "## Log-log slopes of time (and peak memory) against L", ""]
-    rows = []
-    for key, sl in s["slopes"].items():
-        f = (lambda x: "—" if x is None else f"{x:.2f}")
-        rows.append([key, f(sl["time_all_L"]), f(sl["time_L_ge_1024"]), f(sl["memory_all_L"]),
-                     "—" if not sl["L_range"] else f"{sl['L_range'][0]}–{sl['L_range'][1]}",
-                     ", ".join(f"{r:.2g}" for r in sl["time_ratio_per_doubling"]) or "—"])
-    lines.append(markdown_table(["method dtype", "time, all L", "time, L ≥ 1024", "peak memory, all L",
-                                 "L measured", "time × per doubling of L"], rows))
+    lines.append(slopes_table(s["slopes"]))
     lines += ["", "## All cases", ""]
     order = {m: i for i, m in enumerate(METHODS)}
     rows = []
@@ -277,30 +257,17 @@ def render_markdown(result: dict, args, command: str) -> str:
         "chunked_hebbian only exponentiates differences b_s − b_t ≤ 0 within a chunk and stays finite.",
         "- Skipped cases are predicted from the largest measured length of the same method and dtype "
         "(time and memory linear in L).",
-        "- Times are wall-clock and this machine may be shared: timed calls during which other processes kept "
-        "> 10 % of the CPUs busy (/proc/stat) are left out of the median when an uncontended call exists; a case "
-        "with none is retried after waiting for a quiet machine (--retries, --max-wait) and otherwise flagged in "
-        "its note. Compare ratios within one run.",
+        SHARED_MACHINE_NOTE,
     ]
     return "\n".join(lines)
 
 
 def plot(result: dict, args, path: Path) -> bool:
-    time_series, mem_series = {}, {}
-    for method in args.methods:
-        for dtype in args.dtypes:
-            pts = sorted((c["L"], c["time_s"], c["peak_bytes"]) for c in result["cases"]
-                         if c["method"] == method and c["dtype"] == dtype and c["status"] == "ok")
-            if not pts:
-                continue
-            label = f"{METHODS[method]['label']}, {dtype}"
-            style = {"color": COLORS[method], "linestyle": LINESTYLES[dtype]}
-            time_series[label] = {"x": [p[0] for p in pts], "y": [p[1] * 1e3 for p in pts], "style": style}
-            mem_series[label] = {"x": [p[0] for p in pts], "y": [p[2] / MiB for p in pts], "style": style}
+    time_series, mem_series = case_series(result, args, labels={m: v["label"] for m, v in METHODS.items()},
+                                          colors=COLORS, linestyles=LINESTYLES)
     env = result["environment"]
     title = (f"Hebbian memory kernel, forward+backward, B={args.batch} H={args.heads} E={args.head_dim} — "
-             f"{env['cpu_model'] if env['device'] == 'cpu' else env.get('gpu', env['device'])}, "
-             f"{env['torch_threads']} threads, torch {env['torch_version']}")
+             f"{machine_label(env)}")
     return plot_loglog(path, title, [
         {"ylabel": "forward+backward time (ms)", "series": time_series, "reference_slopes": [1],
          "title": "time vs L (α = 1)"},
@@ -322,57 +289,10 @@ def main(argv=None) -> None:
                         help="L at which seed/chunked ratios are reported (largest measured L ≤ this)")
     args = resolve_args(parser.parse_args(argv))
     args.methods = [m for m in args.methods.split(",") if m]
-    command = " ".join([".venv/bin/python -m benchmarks." + NAME, *(sys.argv[1:] if argv is None else argv)])
-    if args.render is not None:
-        result = json.loads(args.render.read_text())
-        args = args_from_results(result, args)
-        result["summary"] = summarize(result["cases"], args)
-        result["rendered_by"] = command
-        write_outputs(result, args, args.render.parent)
-        return
-    started = time.perf_counter()
-    if args.retries:
-        waited = wait_for_quiet(args.max_wait)
-        if waited > 3:
-            log(f"waited {waited:.0f} s for other processes to leave the CPUs")
-    env = environment(args.device)
-    base = {"benchmark": NAME, "command": command, "mode": "quick" if args.quick else "full",
-            "config": {"batch": args.batch, "heads": args.heads, "head_dim": args.head_dim, "chunk_size": CHUNK,
-                       "lengths": args.lengths, "dtypes": args.dtypes, "methods": args.methods,
-                       "warmup": args.warmup, "repeats": args.repeats, "case_budget_s": args.case_budget,
-                       "max_seconds": args.max_seconds, "max_gb": args.max_gb, "cpu_memory": args.cpu_memory,
-                       "decay": "log((0.9 + 0.1*sigmoid(4 + 0.45*randn)) * alpha)",
-                       "alphas": {"timed": 1.0, "finiteness": [1.0, 0.1]}},
-            "environment": env}
-    partial = args.out / f"{NAME}.partial.json"
-
-    def checkpoint(cases):  # a run killed midway leaves its cases here (--render can read it)
-        write_json(partial, {**base, "interrupted": True, "cases": cases})
-
-    result = {**base, **run(args, checkpoint)}
-    finish_environment(env, started)
-    partial.unlink(missing_ok=True)
-    write_outputs(result, args, args.out)
-
-
-def write_outputs(result: dict, args, out: Path) -> None:
-    """Markdown (also printed), plot and JSON of one result into folder `out`."""
-    markdown = render_markdown(result, args, result["command"])
-    if result.get("source"):
-        markdown = markdown.replace("\n\n", f"\n\nSource: {result['source']}.\n\n", 1)
-    if result.get("rendered_by"):
-        markdown = markdown.replace("\n\n", f"\n\nReport re-rendered from the stored JSON by `{result['rendered_by']}`."
-                                    "\n\n", 1)
-    png = out / f"{NAME}.png"
-    plotted = plot(result, args, png)
-    markdown += (f"\n\n![time and peak memory against L]({png.name})" if plotted
-                 else "\n\n(matplotlib is not installed: no plot written.)")
-    write_json(out / f"{NAME}.json", result)
-    write_text(out / f"{NAME}.md", markdown)
-    print(markdown)
-    log(f"wrote {out / (NAME + '.json')}, {out / (NAME + '.md')}" + (f", {png}" if plotted else "")
-        + (f" ({result['environment']['wall_time_s']} s of measurement)"
-           if result["environment"].get("wall_time_s") is not None else ""))
+    run_case_benchmark(NAME, args, argv, config={"batch": args.batch, "heads": args.heads, "head_dim": args.head_dim, "chunk_size": CHUNK,
+                "decay": "log((0.9 + 0.1*sigmoid(4 + 0.45*randn)) * alpha)",
+                "alphas": {"timed": 1.0, "finiteness": [1.0, 0.1]}},
+                       run=run, summarize=summarize, render_markdown=render_markdown, plot=plot)
 
 
 if __name__ == "__main__":

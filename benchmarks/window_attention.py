@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file: make `benchmarks` importable
@@ -36,10 +34,10 @@ import torch
 
 from agiformer.ops import blockwise_window_attention, naive_window_attention
 from benchmarks.common import (
-    CPU_MEMORY_TEXT, DTYPES, GB, MiB, add_common_args, args_from_results, autocast, contention_note, doubling_ratios,
-    environment, environment_markdown, finish_environment, fmt_mib, fmt_ms, fmt_ratio, loglog_slope, markdown_table,
-    peak_memory_bytes, plot_loglog, powers_of_two, predict, resolve_args, timed_case, wait_for_quiet, write_json,
-    write_text,
+    SHARED_MACHINE_NOTE, case_series, machine_label, slopes_table,
+    CPU_MEMORY_TEXT, DTYPES, GB, add_common_args, autocast, contention_note, doubling_ratios, environment_markdown,
+    find_case, fmt_mib, fmt_ms, fmt_ratio, log, loglog_slope, markdown_table, peak_memory_bytes, plot_loglog,
+    powers_of_two, predict, resolve_args, run_case_benchmark, timed_case,
 )
 
 NAME = "window_attention"
@@ -70,10 +68,6 @@ def forward_backward(fn, inputs, grad_out, window: int, device, dtype_name: str,
         keep["out"] = out
         return out
     return call
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace, checkpoint=lambda cases: None) -> dict:
@@ -136,20 +130,13 @@ def run(args: argparse.Namespace, checkpoint=lambda cases: None) -> dict:
     return {"cases": cases, "summary": summarize(cases, args)}
 
 
-def _get(cases, L, method, dtype):
-    for c in cases:
-        if c["L"] == L and c["method"] == method and c["dtype"] == dtype and c["status"] == "ok":
-            return c
-    return None
-
-
 def summarize(cases, args) -> dict:
     measured = sorted({c["L"] for c in cases if c["status"] == "ok" and c["method"] == "naive"})
     candidates = [L for L in measured if L <= args.ratio_length]
     ratio_L = candidates[-1] if candidates else None
     ratios = {}
     for dtype in args.dtypes:
-        b, n = _get(cases, ratio_L, "blockwise", dtype), _get(cases, ratio_L, "naive", dtype)
+        b, n = find_case(cases, ratio_L, "blockwise", dtype), find_case(cases, ratio_L, "naive", dtype)
         ratios[dtype] = ({"naive/blockwise time": n["time_s"] / b["time_s"],
                           "naive/blockwise memory": n["peak_bytes"] / b["peak_bytes"]} if b and n else {})
     slopes = {}
@@ -175,7 +162,6 @@ def summarize(cases, args) -> dict:
 def render_markdown(result: dict, args, command: str) -> str:
     s = result["summary"]
     ratio_L = s["ratio_length"]
-    f2 = (lambda x: "—" if x is None else f"{x:.2f}")
     fe = (lambda x: "—" if x is None else f"{x:.1e}")
     lines = [
         "# Sliding-window attention: forward+backward time and peak memory",
@@ -205,12 +191,7 @@ def render_markdown(result: dict, args, command: str) -> str:
         "",
         "## Log-log slopes of time (and peak memory) against L",
         "",
-        markdown_table(["method dtype", "time, all L", "time, L ≥ 1024", "peak memory, all L", "L measured",
-                        "time × per doubling of L"],
-                       [[k, f2(v["time_all_L"]), f2(v["time_L_ge_1024"]), f2(v["memory_all_L"]),
-                         "—" if not v["L_range"] else f"{v['L_range'][0]}–{v['L_range'][1]}",
-                         ", ".join(f"{r:.2g}" for r in v["time_ratio_per_doubling"]) or "—"]
-                        for k, v in s["slopes"].items()]),
+        slopes_table(s["slopes"]),
         "",
         "## All cases",
         "",
@@ -226,30 +207,17 @@ def render_markdown(result: dict, args, command: str) -> str:
         "Notes:",
         "- Skipped cases are predicted from the largest measured length of the same method and dtype "
         "(blockwise ∝ L, naive ∝ L²).",
-        "- Times are wall-clock and this machine may be shared: timed calls during which other processes kept "
-        "> 10 % of the CPUs busy (/proc/stat) are left out of the median when an uncontended call exists; a case "
-        "with none is retried after waiting for a quiet machine (--retries, --max-wait) and otherwise flagged in "
-        "its note. Compare ratios within one run.",
+        SHARED_MACHINE_NOTE,
     ]
     return "\n".join(lines)
 
 
 def plot(result: dict, args, path: Path) -> bool:
-    time_series, mem_series = {}, {}
-    for method in args.methods:
-        for dtype in args.dtypes:
-            pts = sorted((c["L"], c["time_s"], c["peak_bytes"]) for c in result["cases"]
-                         if c["method"] == method and c["dtype"] == dtype and c["status"] == "ok")
-            if not pts:
-                continue
-            label = f"{METHODS[method]['label']}, {dtype}"
-            style = {"color": COLORS[method], "linestyle": LINESTYLES[dtype]}
-            time_series[label] = {"x": [p[0] for p in pts], "y": [p[1] * 1e3 for p in pts], "style": style}
-            mem_series[label] = {"x": [p[0] for p in pts], "y": [p[2] / MiB for p in pts], "style": style}
+    time_series, mem_series = case_series(result, args, labels={m: v["label"] for m, v in METHODS.items()},
+                                          colors=COLORS, linestyles=LINESTYLES)
     env = result["environment"]
     title = (f"Sliding-window attention (W={args.window}), forward+backward, B={args.batch} H={args.heads} "
-             f"E={args.head_dim} — {env['cpu_model'] if env['device'] == 'cpu' else env.get('gpu', env['device'])}, "
-             f"{env['torch_threads']} threads, torch {env['torch_version']}")
+             f"E={args.head_dim} — {machine_label(env)}")
     return plot_loglog(path, title, [
         {"ylabel": "forward+backward time (ms)", "series": time_series, "reference_slopes": [1, 2],
          "title": "time vs L"},
@@ -272,55 +240,8 @@ def main(argv=None) -> None:
                         help="L at which naive/blockwise ratios are reported (largest L ≤ this where naive ran)")
     args = resolve_args(parser.parse_args(argv))
     args.methods = [m for m in args.methods.split(",") if m]
-    command = " ".join([".venv/bin/python -m benchmarks." + NAME, *(sys.argv[1:] if argv is None else argv)])
-    if args.render is not None:
-        result = json.loads(args.render.read_text())
-        args = args_from_results(result, args)
-        result["summary"] = summarize(result["cases"], args)
-        result["rendered_by"] = command
-        write_outputs(result, args, args.render.parent)
-        return
-    started = time.perf_counter()
-    if args.retries:
-        waited = wait_for_quiet(args.max_wait)
-        if waited > 3:
-            log(f"waited {waited:.0f} s for other processes to leave the CPUs")
-    env = environment(args.device)
-    base = {"benchmark": NAME, "command": command, "mode": "quick" if args.quick else "full",
-            "config": {"batch": args.batch, "heads": args.heads, "head_dim": args.head_dim, "window": args.window,
-                       "lengths": args.lengths, "dtypes": args.dtypes, "methods": args.methods,
-                       "warmup": args.warmup, "repeats": args.repeats, "case_budget_s": args.case_budget,
-                       "max_seconds": args.max_seconds, "max_gb": args.max_gb, "cpu_memory": args.cpu_memory},
-            "environment": env}
-    partial = args.out / f"{NAME}.partial.json"
-
-    def checkpoint(cases):  # a run killed midway leaves its cases here (--render can read it)
-        write_json(partial, {**base, "interrupted": True, "cases": cases})
-
-    result = {**base, **run(args, checkpoint)}
-    finish_environment(env, started)
-    partial.unlink(missing_ok=True)
-    write_outputs(result, args, args.out)
-
-
-def write_outputs(result: dict, args, out: Path) -> None:
-    """Markdown (also printed), plot and JSON of one result into folder `out`."""
-    markdown = render_markdown(result, args, result["command"])
-    if result.get("source"):
-        markdown = markdown.replace("\n\n", f"\n\nSource: {result['source']}.\n\n", 1)
-    if result.get("rendered_by"):
-        markdown = markdown.replace("\n\n", f"\n\nReport re-rendered from the stored JSON by `{result['rendered_by']}`."
-                                    "\n\n", 1)
-    png = out / f"{NAME}.png"
-    plotted = plot(result, args, png)
-    markdown += (f"\n\n![time and peak memory against L]({png.name})" if plotted
-                 else "\n\n(matplotlib is not installed: no plot written.)")
-    write_json(out / f"{NAME}.json", result)
-    write_text(out / f"{NAME}.md", markdown)
-    print(markdown)
-    log(f"wrote {out / (NAME + '.json')}, {out / (NAME + '.md')}" + (f", {png}" if plotted else "")
-        + (f" ({result['environment']['wall_time_s']} s of measurement)"
-           if result["environment"].get("wall_time_s") is not None else ""))
+    run_case_benchmark(NAME, args, argv, config={"batch": args.batch, "heads": args.heads, "head_dim": args.head_dim, "window": args.window},
+                       run=run, summarize=summarize, render_markdown=render_markdown, plot=plot)
 
 
 if __name__ == "__main__":
