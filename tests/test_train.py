@@ -75,7 +75,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(toy_data, tmp_
     trainer.train(max_steps=2)
     with torch.no_grad():
         trainer.model.head.out.weight.fill_(float("nan"))
-    with pytest.raises(AGIFormerError, match="non-finite loss at step 2"):
+    with pytest.raises(AGIFormerError, match="non-finite loss at step 3"):
         trainer.train()
     kept = AGIFormer.from_pretrained(tmp_path / "last")
     assert all(torch.isfinite(p).all() for p in kept.parameters())

@@ -124,7 +124,7 @@ class Trainer:
         train_bpb = self.dist.sum([bpb_sum / recipe.grad_accum])[0] / self.dist.world_size
         if not (math.isfinite(train_bpb) and math.isfinite(grad_norm)):
             self.optimizer.zero_grad(set_to_none=True)
-            raise AGIFormerError(f"non-finite loss at step {step} (train bpb {train_bpb}, grad norm {grad_norm}); "
+            raise AGIFormerError(f"non-finite loss at step {step + 1} (train bpb {train_bpb}, grad norm {grad_norm}); "
                                  f"stopped without saving: the last good checkpoint in {self.out_dir / 'last'} "
                                  "is kept; resume with a lower lr")
         self.optimizer.step()
