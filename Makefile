@@ -33,3 +33,11 @@ demo: install
 	else $(AGI) train runs/demo-en.toml --out $(DEMO_OUT); fi
 	$(AGI) eval $(DEMO_OUT) --corpus en-wiki --split test --baselines
 	$(AGI) generate $(DEMO_OUT) --prompt "The history of " --max-bytes 300 --temperature 0.7 --seed 0
+
+# `make bench`: every benchmark in quick mode (a few minutes); reports in docs/results/quick/.
+# Full mode, for the published figures in docs/results/: drop --quick (see benchmarks/README.md).
+BENCHMARKS := memory_kernel window_attention act_halting model_scaling generation
+
+.PHONY: bench
+bench: install
+	for b in $(BENCHMARKS); do $(PY) -m benchmarks.$$b --quick || exit 1; done
