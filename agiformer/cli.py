@@ -80,7 +80,8 @@ def training_context(checkpoint: Path, model) -> int:
             return int(json.loads(trainer_file.read_text())["seq_len"])
         except (ValueError, KeyError, TypeError):
             pass
-    return 4 * attention_span(model) if attention_span(model) else 1024
+    span = attention_span(model)
+    return 4 * span if span else 1024
 
 
 def attention_span(model) -> int | None:

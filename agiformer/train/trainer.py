@@ -134,9 +134,13 @@ class Trainer:
 
     # ---- evaluation and checkpoints ---------------------------------------------------------------
 
+    def trained_stage(self):
+        """The stage of the last completed step: its α is what the weights were last trained with."""
+        return self.recipe.stages[self.recipe.stage_at(max(0, self.state["step"] - 1))]
+
     def validate(self) -> dict:
         recipe = self.recipe
-        plasticity = recipe.stages[recipe.stage_at(max(0, self.state["step"] - 1))].plasticity
+        plasticity = self.trained_stage().plasticity
         result = evaluate_bpb(self.model, self.val_data, seq_len=recipe.seq_len, batch_size=recipe.batch_size,
                               plasticity=plasticity, precision=recipe.precision, rank=self.dist.rank,
                               world_size=self.dist.world_size)
@@ -147,7 +151,7 @@ class Trainer:
 
     def checkpoint_config(self):
         """The config saved with the weights: plasticity set to the stage being trained."""
-        stage = self.recipe.stages[self.recipe.stage_at(max(0, self.state["step"] - 1))]
+        stage = self.trained_stage()
         if not hasattr(self.config, "plasticity"):
             return self.config
         return type(self.config).from_dict({**self.config.to_dict(), "plasticity": stage.plasticity})
