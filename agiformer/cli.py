@@ -1,4 +1,4 @@
-"""The `agiformer` command line: data, train, eval, generate, recall, inspect.
+"""The `agiformer` command line: data, train, eval, generate, recall, inspect, mag.
 
 Every user mistake (bad argument, missing file, damaged checkpoint, unknown corpus) ends with one
 line on stderr saying what is wrong and what to do, and exit code 2.
@@ -40,6 +40,26 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be ≥ 1, got {text}")
     return value
+
+
+def _positive_int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers like 1024,2048, got {text!r}") from None
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"must all be ≥ 1, got {text}")
+    return values
+
+
+def _probability_list(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers in [0, 1] like 0,0.5,1, got {text!r}") from None
+    if not all(0 <= value <= 1 for value in values):
+        raise argparse.ArgumentTypeError(f"must all be in [0, 1], got {text}")
+    return values
 
 
 def _non_negative_float(text: str) -> float:
@@ -250,6 +270,16 @@ def cmd_inspect(args) -> None:
     print(f"wrote {Path(args.out).with_suffix('.png')} and {Path(args.out).with_suffix('.json')}")
 
 
+def cmd_mag(args) -> None:
+    if args.mag_command == "data":
+        from agiformer.mag.data import format_summary, generate_samples, summary, write_jsonl
+
+        samples = generate_samples(args.task, args.samples, seed=args.seed, context_tokens=args.context_tokens,
+                                   window=args.window, tokenizer=args.tokenizer, hops=args.hops, depths=args.depth)
+        write_jsonl(samples, args.out)
+        print(f"wrote {args.out}: " + format_summary(summary(samples)))
+
+
 # ---- the parser -------------------------------------------------------------------------------------
 
 EXAMPLES = {
@@ -273,6 +303,11 @@ EXAMPLES = {
     "inspect": """examples:
   agiformer inspect out/demo-en --prompt "The history of artificial intelligence began in antiquity"
   agiformer inspect out/demo-en --prompt "..." --effort 0.25 --out inspect-low-effort""",
+    "mag": """examples:
+  agiformer mag data hash-hop --samples 1000 --context-tokens 1024,2048 --window 256 --out data/mag/hash-hop.jsonl
+  agiformer mag data hash-hop --hops 3 --samples 200 --seed 1 --out data/mag/hash-hop-3.jsonl
+  agiformer mag data dependency --hops 2 --tokenizer smollm2-135m --context-tokens 4096 --out dep.jsonl
+  agiformer mag data code --samples 100 --context-tokens 2048 --depth 0,0.25,0.5,0.75,1 --out code-eval.jsonl""",
     "generate": """examples:
   agiformer generate out/demo-en --prompt "The history of " --max-bytes 300
   agiformer generate out/demo-en --prompt-file prompt.bin --temperature 0 --effort 0.5""",
@@ -352,6 +387,28 @@ def build_parser() -> argparse.ArgumentParser:
     insp.add_argument("--prompt", required=True)
     insp.add_argument("--out", default="inspect", help="output prefix for .png and .json (default: ./inspect)")
 
+    mag = commands.add_parser("mag", help="memory-as-a-gate adapters: long-context curricula",
+                              epilog=EXAMPLES["mag"], formatter_class=_formatter)
+    mag_commands = mag.add_subparsers(dest="mag_command", metavar="ACTION", parser_class=_Parser)
+    mag_commands.required = True
+    mag_data = mag_commands.add_parser(
+        "data", help="write a deterministic long-context curriculum (JSONL) whose needles lie beyond the window",
+        epilog=EXAMPLES["mag"], formatter_class=_formatter)
+    mag_data.add_argument("task", choices=["hash-hop", "dependency", "code"],
+                          help="hash-hop (hash chains), dependency (service chains) or code (stdlib signatures)")
+    mag_data.add_argument("--samples", type=_positive_int, default=100, help="how many samples (default: 100)")
+    mag_data.add_argument("--seed", type=int, default=0, help="same seed and arguments → identical file (default: 0)")
+    mag_data.add_argument("--context-tokens", type=_positive_int_list, default=[2048], metavar="N[,N...]",
+                          help="prompt length(s) in tokens, cycled over the samples (default: 2048)")
+    mag_data.add_argument("--window", type=_positive_int, default=256,
+                          help="attention window in tokens: every needle lies beyond it (default: 256)")
+    mag_data.add_argument("--hops", type=_positive_int, help="chain length (default: 1 for hash-hop, 2 for dependency)")
+    mag_data.add_argument("--depth", type=_probability_list, metavar="D[,D...]",
+                          help="needle depth(s) in [0, 1], cycled with the lengths as a grid (default: drawn per sample)")
+    mag_data.add_argument("--tokenizer", choices=["bytes", "smollm2-135m"], default="bytes",
+                          help="what a token is: one UTF-8 byte, or SmolLM2-135M's BPE (default: bytes)")
+    mag_data.add_argument("--out", required=True, help="the JSONL file to write")
+
     for sub in (train, ev, recall):
         sub.add_argument("--data-dir", default=DATA_DIR, help="where corpora live (default: $AGIFORMER_DATA or ./data)")
     for sub in (train, ev, gen, recall, insp):
@@ -370,7 +427,7 @@ def _plasticity(text: str) -> float:
 
 
 COMMANDS = {"data": cmd_data, "train": cmd_train, "eval": cmd_eval, "generate": cmd_generate, "recall": cmd_recall,
-            "inspect": cmd_inspect}
+            "inspect": cmd_inspect, "mag": cmd_mag}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,8 @@ import torch
 
 from agiformer import AGIFormer, AGIFormerConfig
 from benchmarks.common import (
-    QUICK_RESULTS_DIR, RESULTS_DIR, environment, environment_markdown, finish_environment, markdown_table, time_fn,
+    QUICK_RESULTS_DIR, RESULTS_DIR, command_line, environment, environment_markdown, finish_environment, markdown_table,
+    time_fn,
     write_json, write_text,
 )
 
@@ -60,11 +61,12 @@ def main() -> None:
     finish_environment(env, started)
     table = markdown_table(["halting", "MLP evaluations", "reasoning fwd (ms)", "whole model fwd (ms)", "contended"],
                            rows)
-    text = (f"# ACT halting: compute saved by early halts\n\n{environment_markdown(env)}\n\n"
+    command = command_line("act_halting")
+    text = (f"# ACT halting: compute saved by early halts\n\n`{command}`\n\n{environment_markdown(env)}\n\n"
             f"Model: v1 preset at d_model {width}, {layers} layers, reasoning_steps 6; input {batch}×{length} bytes "
             f"({batch * (length // 4)} positions).\n\n{table}\n")
     out = QUICK_RESULTS_DIR if args.quick else RESULTS_DIR
-    write_json(out / "act_halting.json", {"environment": env, "results": results})
+    write_json(out / "act_halting.json", {"command": command, "environment": env, "results": results})
     write_text(out / "act_halting.md", text)
     print(text)
 

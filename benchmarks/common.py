@@ -532,6 +532,11 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def command_line(name: str, argv: Sequence[str] | None = None) -> str:
+    """The command that ran benchmark `name`, for the reports."""
+    return " ".join([".venv/bin/python -m benchmarks." + name, *(sys.argv[1:] if argv is None else argv)])
+
+
 def find_case(cases: list[dict], L: int, method: str, dtype: str) -> dict | None:
     """The measured case of this length, method and dtype, if it ran."""
     for c in cases:
@@ -546,7 +551,7 @@ def run_case_benchmark(name: str, args: argparse.Namespace, argv, *, config: dic
 
     `run(args, checkpoint)` measures every case and calls `checkpoint(cases)` after each, so a run
     killed midway leaves its cases in NAME.partial.json."""
-    command = " ".join([".venv/bin/python -m benchmarks." + name, *(sys.argv[1:] if argv is None else argv)])
+    command = command_line(name, argv)
     report = dict(name=name, summarize=summarize, render_markdown=render_markdown, plot=plot)
     if args.render is not None:
         result = json.loads(args.render.read_text())

@@ -22,7 +22,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from agiformer import AGIFormer, AGIFormerConfig
 from agiformer.models import ByteGPT, ByteGPTConfig
 from benchmarks.common import (
-    add_common_args, autocast, environment, environment_markdown, finish_environment, fmt_mib, fmt_ms, loglog_slope,
+    add_common_args, autocast, command_line, environment, environment_markdown, finish_environment, fmt_mib, fmt_ms,
+    loglog_slope,
     markdown_table, peak_memory_bytes, plot_loglog, powers_of_two, resolve_args, timed_case, write_json, write_text,
 )
 
@@ -106,7 +107,8 @@ def main() -> None:
                                                       if "time_s" in r else [r["skipped"], "", "", ""]))
     finish_environment(env, started)
     params = {name: m.num_parameters() for name, m in models.items()}
-    text = (f"# Training cost against context length\n\n{environment_markdown(env)}\n\n"
+    command = command_line("model_scaling")
+    text = (f"# Training cost against context length\n\n`{command}`\n\n{environment_markdown(env)}\n\n"
             f"Measured bf16 matmul peak: {peak / 1e12:.2f} TFLOP/s. AGIFORMER: demo-en model ({params['AGIFORMER']:,} "
             f"parameters); byte GPT: d_model {gpt_config.d_model}, {gpt_config.n_layers} layers "
             f"({params['byte GPT']:,} parameters). One training step, batch 1, bf16 autocast.\n\n"
@@ -115,7 +117,8 @@ def main() -> None:
             + "\n\nLog-log slopes against context: "
             + "; ".join(f"{n}: time {s['time']:.2f}, memory {s['memory']:.2f}" for n, s in slopes.items()
                         if s["time"] is not None) + "\n")
-    write_json(args.out / "model_scaling.json", {"environment": env, "bf16_peak_flops": peak, "parameters": params,
+    write_json(args.out / "model_scaling.json", {"command": command, "environment": env, "bf16_peak_flops": peak,
+                                                 "parameters": params,
                                                  "results": results, "slopes": slopes})
     write_text(args.out / "model_scaling.md", text)
     def series(key):

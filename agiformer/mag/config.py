@@ -1,0 +1,110 @@
+"""MAGConfig: which decoder layers of a frozen causal LM get a neural memory, and how it is built.
+
+The base model's identity (architecture, hidden size, layer count) is recorded when the config is
+made for a base, so trained MAG weights are never loaded onto a base they were not trained with.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from agiformer.errors import AGIFormerError
+from agiformer.models.config import ConfigMixin
+
+
+def parse_layers(spec: str | list[int] | tuple[int, ...], num_layers: int) -> list[int]:
+    """Decoder-layer indices from "all", "every_N" (0, N, 2N, …), "last_N", "0,4,8" or a list."""
+    if isinstance(spec, str):
+        text = spec.strip()
+        try:
+            if text == "all":
+                indices = list(range(num_layers))
+            elif text.startswith("every_"):
+                step = int(text[len("every_"):])
+                if step < 1:
+                    raise ValueError
+                indices = list(range(0, num_layers, step))
+            elif text.startswith("last_"):
+                count = int(text[len("last_"):])
+                if not 1 <= count <= num_layers:
+                    raise ValueError
+                indices = list(range(num_layers - count, num_layers))
+            else:
+                indices = [int(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise AGIFormerError(f"MAG layers {spec!r}: expected 'all', 'every_N', 'last_N' (1 ≤ N ≤ "
+                                 f"{num_layers}) or comma-separated indices like '0,4,8'") from None
+    else:
+        indices = [int(i) for i in spec]
+    bad = [i for i in indices if not 0 <= i < num_layers]
+    if bad:
+        raise AGIFormerError(f"MAG layers {bad} out of range: the base has decoder layers 0…{num_layers - 1}")
+    return sorted(set(indices))
+
+
+@dataclass
+class MAGConfig(ConfigMixin):
+    model_type: ClassVar[str] = "mag"
+    layers: list[int] = field(default_factory=list)  # decoder layers with a memory (empty: the plain base)
+    window: int | None = None           # attention window in tokens (a query sees itself and W−1 before); None = full
+    memory_depth: int = 2               # layers of the memory MLP
+    memory_heads: int = 1
+    memory_chunk_size: int = 16         # tokens per memory write
+    grad_chunks: int | None = None      # truncate backprop through the writes to this many chunks (None: all)
+    max_lr: float = 0.1                 # bound on one chunk's total memory learning rate
+    gate_bias_init: float = -4.0        # σ(−4) ≈ 0.018: the gate starts nearly closed, the base's behaviour kept
+    query_refinement: bool = True       # memory queries also see the previous MAG layer's memory output
+    base_architecture: str = ""         # e.g. "LlamaForCausalLM"; "" until made for a base
+    base_hidden_size: int = 0
+    base_num_layers: int = 0
+
+    def __post_init__(self):
+        if isinstance(self.layers, str):
+            # "every_4" means nothing without the layer count; a bare config cannot resolve it
+            self.check(self.base_num_layers > 0, f"layers {self.layers!r} needs base_num_layers; "
+                       "use MAGConfig.for_base(model, layers=...) or list the indices")
+            self.layers = parse_layers(self.layers, self.base_num_layers)
+        self.layers = list(self.layers)
+        self.check(all(isinstance(i, int) and i >= 0 for i in self.layers),
+                   f"layers must be decoder-layer indices ≥ 0, got {self.layers}")
+        self.check(len(set(self.layers)) == len(self.layers) and self.layers == sorted(self.layers),
+                   f"layers must be increasing without repeats, got {self.layers}")
+        if self.base_num_layers:
+            self.check(all(i < self.base_num_layers for i in self.layers),
+                       f"layers {self.layers} out of range for a base with {self.base_num_layers} layers")
+        self.check(self.window is None or self.window >= 1, f"window must be ≥ 1 or None, got {self.window}")
+        for name in ("memory_depth", "memory_heads", "memory_chunk_size"):
+            self.check(getattr(self, name) >= 1, f"{name} must be ≥ 1, got {getattr(self, name)}")
+        self.check(self.grad_chunks is None or self.grad_chunks >= 1,
+                   f"grad_chunks must be ≥ 1 or None, got {self.grad_chunks}")
+        self.check(self.max_lr > 0 and math.isfinite(self.max_lr), f"max_lr must be > 0, got {self.max_lr}")
+        self.check(math.isfinite(self.gate_bias_init), f"gate_bias_init must be finite, got {self.gate_bias_init}")
+        self.check(self.base_hidden_size >= 0 and self.base_num_layers >= 0,
+                   "base_hidden_size and base_num_layers must be ≥ 0 (0: not recorded yet)")
+        if self.base_hidden_size:
+            self.check(self.base_hidden_size % self.memory_heads == 0,
+                       f"hidden size {self.base_hidden_size} is not divisible by memory_heads {self.memory_heads}")
+
+    @property
+    def has_base_identity(self) -> bool:
+        return bool(self.base_architecture)
+
+    def base_identity(self) -> tuple[str, int, int]:
+        return self.base_architecture, self.base_hidden_size, self.base_num_layers
+
+    @classmethod
+    def for_base(cls, base, *, layers: str | list[int] = "every_4", **overrides) -> "MAGConfig":
+        """A config for this Hugging Face causal LM: its identity recorded, `layers` resolved."""
+        architecture, hidden, num_layers = base_identity(base)
+        return cls(layers=parse_layers(layers, num_layers), base_architecture=architecture,
+                   base_hidden_size=hidden, base_num_layers=num_layers, **overrides)
+
+
+def base_identity(base) -> tuple[str, int, int]:
+    """(class name, hidden size, decoder-layer count) of a loaded causal LM."""
+    try:
+        return type(base).__name__, int(base.config.hidden_size), len(base.model.layers)
+    except AttributeError as error:
+        raise AGIFormerError(f"{type(base).__name__} is not a supported causal LM: {error}") from None

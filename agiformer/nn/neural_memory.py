@@ -1,0 +1,112 @@
+"""Neural long-term memory layer (Titans): per head, an MLP written at test time by its surprise.
+
+Each chunk of C tokens is first read with weights that hold earlier chunks only, then written:
+S ← η S − ∇_W Σ_t θ_t ‖M_W(k_t) − v_t‖², W ← (1 − α) W + S (see `agiformer.ops.neural_memory`).
+Reading first keeps a token from seeing itself or anything later in its chunk.
+
+Stability: a chunk's write is ONE gradient step on the sum of its C token losses. With unit keys
+all alike (a repeated byte pattern), it scales the error along k by 1 − 2 Σ_t θ_t, so it overshoots
+once Σ_t θ_t > 1 (1 + η with momentum). θ_t = (max_lr / C)·σ(·) keeps Σ_t θ_t ≤ max_lr whatever
+the chunk size. Values are L2-normalised like keys so the memory's targets, and with them the
+weights and the depth-2 curvature, do not grow with the input scale. Without these two, the
+defaults (C = 64, θ = max_lr·σ(·)) diverge to NaN within 2,048 random inputs of standard
+deviation 3 at depth 2.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from agiformer.errors import AGIFormerError
+from agiformer.ops.neural_memory import NeuralMemoryState, initial_neural_memory_state, neural_memory_scan
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+class NeuralMemory(nn.Module):
+    """(B, L, dim) → (B, L, dim) with an explicit state: forward(x, state) → (y, state).
+
+    Per head: q, k, v L2-normalised (bounds the surprise gradient whatever the input scale).
+    Gates per token and head: θ = (max_lr / chunk_size)·σ(·) (learning rate; max_lr bounds a whole
+    chunk's), η = σ(·) (momentum), α = σ(·) (forgetting); their biases start at σ(−2) ≈ 0.12 of
+    the maximum so early writes are gentle, η = 0.9 so surprise persists over ~10 chunks, α = 0.01
+    so the memory forgets slowly.
+    Every sequence starts from the same learned initial weights and writes its own copy.
+    depth ≥ 1 layers, hidden width head_dim·hidden_mult, silu between them.
+    """
+
+    def __init__(self, *, dim: int, heads: int = 1, head_dim: int | None = None, depth: int = 2,
+                 hidden_mult: float = 2.0, chunk_size: int = 64, grad_chunks: int | None = None,
+                 max_lr: float = 0.1):
+        super().__init__()
+        if head_dim is None:
+            if dim % heads:
+                raise AGIFormerError(f"neural memory dim {dim} is not divisible by heads {heads}; pass head_dim")
+            head_dim = dim // heads
+        hidden = int(head_dim * hidden_mult)
+        if depth < 1 or (depth > 1 and hidden < 1):
+            raise AGIFormerError(f"neural memory needs depth ≥ 1 and a hidden width ≥ 1, got depth {depth}, "
+                                 f"hidden {hidden}")
+        if chunk_size < 1 or (grad_chunks is not None and grad_chunks < 1):
+            raise AGIFormerError(f"neural memory needs chunk_size ≥ 1 and grad_chunks ≥ 1 or None, got "
+                                 f"{chunk_size} and {grad_chunks}")
+        self.dim, self.heads, self.head_dim, self.depth = dim, heads, head_dim, depth
+        self.chunk_size, self.grad_chunks, self.max_lr = chunk_size, grad_chunks, max_lr
+        inner = heads * head_dim
+        self.q_proj = nn.Linear(dim, inner, bias=False)
+        self.k_proj = nn.Linear(dim, inner, bias=False)
+        self.v_proj = nn.Linear(dim, inner, bias=False)
+        self.out_proj = nn.Linear(inner, dim, bias=False)
+        self.lr_proj = nn.Linear(dim, heads)
+        self.momentum_proj = nn.Linear(dim, heads)
+        self.decay_proj = nn.Linear(dim, heads)
+        for proj, bias in ((self.lr_proj, -2.0), (self.momentum_proj, _logit(0.9)), (self.decay_proj, _logit(0.01))):
+            nn.init.normal_(proj.weight, std=0.02)
+            nn.init.constant_(proj.bias, bias)
+        widths = [head_dim] + [hidden] * (depth - 1) + [head_dim]
+        self.initial_weights = nn.ParameterList(
+            nn.Parameter(torch.randn(heads, fan_in, fan_out) / math.sqrt(fan_in))
+            for fan_in, fan_out in zip(widths[:-1], widths[1:]))
+
+    def _state_dtype(self) -> torch.dtype:
+        return torch.promote_types(self.initial_weights[0].dtype, torch.float32)
+
+    def initial_state(self, batch_size: int) -> NeuralMemoryState:
+        """The learned initial weights, one copy per sequence and head ((B·heads, fan_in, fan_out))."""
+        dtype = self._state_dtype()
+        return initial_neural_memory_state(tuple(
+            w.to(dtype).unsqueeze(0).expand(batch_size, *w.shape).reshape(batch_size * self.heads, *w.shape[1:])
+            for w in self.initial_weights))
+
+    def forward(self, x: torch.Tensor, state: NeuralMemoryState | None = None
+                ) -> tuple[torch.Tensor, NeuralMemoryState]:
+        B, L, _ = x.shape
+        H, E = self.heads, self.head_dim
+        if state is None:
+            state = self.initial_state(B)
+        elif state.weights[0].shape[0] != B * H:
+            raise AGIFormerError(f"neural memory state holds {state.weights[0].shape[0]} sequences × heads, "
+                                 f"the input needs {B} × {H}")
+        dtype = torch.promote_types(x.dtype, self._state_dtype())
+
+        def per_head(t: torch.Tensor) -> torch.Tensor:          # (B, L, H·E) → (B·H, L, E)
+            return t.to(dtype).view(B, L, H, E).transpose(1, 2).reshape(B * H, L, E)
+
+        def gate(proj: nn.Linear) -> torch.Tensor:              # (B, L, dim) → (B·H, L) in [0, 1]
+            return torch.sigmoid(proj(x).to(dtype)).transpose(1, 2).reshape(B * H, L)
+
+        q = F.normalize(per_head(self.q_proj(x)), dim=-1)
+        k = F.normalize(per_head(self.k_proj(x)), dim=-1)
+        v = F.normalize(per_head(self.v_proj(x)), dim=-1)
+        lr = (self.max_lr / self.chunk_size) * gate(self.lr_proj)
+        y, state = neural_memory_scan(q, k, v, lr, gate(self.momentum_proj),
+                                      gate(self.decay_proj), state, chunk_size=self.chunk_size,
+                                      grad_chunks=self.grad_chunks)
+        y = y.view(B, H, L, E).transpose(1, 2).reshape(B, L, H * E).to(x.dtype)
+        return self.out_proj(y), state

@@ -1,0 +1,229 @@
+"""Quality at a fixed wall-clock budget: test bits per byte of AGIFORMER, its ablations and a byte GPT
+of the same size, each trained by the same trainer on the same curriculum for the same time, beside
+the compressors on the same test split.
+
+    python -m benchmarks.quality --corpus en-wiki --minutes 12              # every system, one by one
+    taskset -c 0 python -m benchmarks.quality --threads 1 --systems agiformer,byte-gpt ...
+    python -m benchmarks.quality --report                                   # merge into quality.{md,png}
+    python -m benchmarks.quality --quick                                    # 2 systems × 20 s, en-wiki
+
+Equal wall-clock: each system first times a few training steps (after warm-up) on a throwaway copy,
+then trains for steps = budget / (seconds per step), so its warm-up + cosine schedule ends within
+the budget. The training time it actually used (the sum of its step times) is reported beside the
+budget. Each system writes its own JSON (`OUT/quality/CORPUS/SYSTEM.json`), so systems can run in
+separate processes, pinned to separate cores, and `--report` merges them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from agiformer.data import corpus_compression_baselines, load_split
+from agiformer.eval.bpb import evaluate_bpb
+from agiformer.models import AGIFormer
+from agiformer.train.recipe import Recipe, load_recipe
+from agiformer.train.trainer import Trainer
+from benchmarks.common import (
+    QUICK_RESULTS_DIR, RESULTS_DIR, ROOT, command_line, environment, finish_environment, log,
+    markdown_table, write_json, write_text,
+)
+from benchmarks.model_scaling import matched_byte_gpt
+
+RECIPES = {"en-wiki": ROOT / "runs" / "demo-en.toml", "tr-speech": ROOT / "runs" / "tr.toml"}
+SYSTEMS = {
+    "agiformer": "the recipe's model: v2 block (gated fusion, input-dependent decay), GRU head, curriculum α",
+    "byte-gpt": "byte GPT (full causal attention) with the parameter count closest to AGIFORMER's",
+    "attention-only": "AGIFORMER without the memory (mixer = attention)",
+    "memory-only": "AGIFORMER without the window attention (mixer = memory)",
+    "no-reasoning": "AGIFORMER without the adaptive reasoning loop (reasoning_steps = 0)",
+    "mlp-head": "AGIFORMER with the parallel MLP byte head instead of the GRU",
+    "v1-block": "AGIFORMER with the v1 block: summed fusion, per-head decay, no encoder overlap",
+    "constant-alpha": "AGIFORMER with α = 0.99 in every stage instead of the curriculum's α",
+}
+CALIBRATION_STEPS = 4
+
+
+def system_recipe(path: Path, system: str, *, steps: int, name: str) -> Recipe:
+    recipe = load_recipe(path, steps=steps, name=name)
+    values = recipe.to_dict()
+    model = dict(values["model"])
+    if system == "byte-gpt":
+        agiformer_size = AGIFormer(recipe.model_config()).num_parameters()
+        model = {"type": "byte-gpt", **matched_byte_gpt(agiformer_size, model.get("d_model", 512)).to_dict()}
+    elif system == "constant-alpha":
+        values["stages"] = [{**stage, "plasticity": 0.99} for stage in values["stages"]]
+    elif system != "agiformer":
+        model.update({"attention-only": {"mixer": "attention"}, "memory-only": {"mixer": "memory"},
+                      "no-reasoning": {"reasoning_steps": 0}, "mlp-head": {"head": "mlp"},
+                      "v1-block": {"fusion": "sum", "memory_decay": "head", "encoder_overlap": 0}}[system])
+    values.update(model=model, eval_every=steps, checkpoint_every=steps)
+    return Recipe.from_dict(values, source=f"{path.name} ({system})")
+
+
+def seconds_per_step(recipe: Recipe, data_dir: Path, scratch: Path) -> float:
+    """Median time of CALIBRATION_STEPS training steps of a throwaway trainer, after one warm-up step."""
+    trainer = Trainer(recipe, data_dir=data_dir, out_dir=scratch, progress=False)
+    trainer.train_step(0)
+    times = []
+    for step in range(1, 1 + CALIBRATION_STEPS):
+        tick = time.perf_counter()
+        trainer.train_step(step)
+        times.append(time.perf_counter() - tick)
+    return sorted(times)[len(times) // 2]
+
+
+def run_system(system: str, corpus: str, budget_s: float, args) -> dict:
+    out_dir = args.runs_dir / corpus / system
+    if (out_dir / "last").exists():
+        raise SystemExit(f"{out_dir} already holds a run; remove it to measure {system} again")
+    probe = system_recipe(RECIPES[corpus], system, steps=1000, name=f"quality-{corpus}-{system}")
+    s_per_step = seconds_per_step(probe, args.data_dir, args.runs_dir / "calibration" / corpus / system)
+    steps = max(1, int(budget_s / s_per_step))
+    recipe = system_recipe(RECIPES[corpus], system, steps=steps, name=f"quality-{corpus}-{system}")
+    log(f"{corpus} / {system}: {s_per_step:.2f} s per step → {steps} steps in {budget_s:.0f} s")
+    trainer = Trainer(recipe, data_dir=args.data_dir, out_dir=out_dir, progress=not args.no_progress)
+    summary = trainer.train()
+    rows = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r["kind"] == "train"]
+    bytes_per_step = recipe.batch_size * recipe.seq_len * recipe.grad_accum
+    train_time = sum(bytes_per_step / r["bytes_per_s"] for r in train_rows)
+    plasticity = trainer.trained_stage().plasticity
+    test = evaluate_bpb(trainer.model, load_split(args.data_dir, corpus, "test"), seq_len=recipe.seq_len,
+                        batch_size=recipe.batch_size, plasticity=plasticity, precision="fp32")
+    elapsed, curve = 0.0, []
+    for r in train_rows:
+        elapsed += bytes_per_step / r["bytes_per_s"]
+        curve.append((round(elapsed, 2), r["train_bpb"]))
+    return {"system": system, "description": SYSTEMS[system], "corpus": corpus, "recipe": str(RECIPES[corpus].name),
+            "model": recipe.model, "parameters": summary["parameters"], "budget_s": budget_s,
+            "calibration_s_per_step": s_per_step, "steps": steps, "bytes_seen": summary["bytes_seen"],
+            "train_time_s": train_time, "val_bpb": summary["last_val"]["val_bpb"], "test_bpb": test["bpb"],
+            "test_bpc": test["bpc"], "test_bytes": test["bytes"], "curve": curve, "checkpoint": str(out_dir / "last")}
+
+
+# ----------------------------------------------------------------------------- report
+
+def report(args) -> None:
+    sections, figures = [], {}
+    for corpus_dir in sorted(p for p in (args.out / "quality").iterdir() if p.is_dir()):
+        corpus = corpus_dir.name
+        results = [json.loads(p.read_text()) for p in sorted(corpus_dir.glob("*.json"))]
+        if not results:
+            continue
+        compressors = corpus_compression_baselines(args.data_dir, corpus, split="test")
+        by_bpb = sorted(results, key=lambda r: r["test_bpb"])
+        reference = next((r["test_bpb"] for r in results if r["system"] == "agiformer"), None)
+        rows = [[r["system"], f"{r['parameters']:,}", f"{r['steps']:,}", f"{r['bytes_seen'] / 1e6:.1f} M",
+                 f"{r['train_time_s']:.0f} / {r['budget_s']:.0f}", f"{r['test_bpb']:.3f}",
+                 "" if reference is None else f"{r['test_bpb'] - reference:+.3f}", r["description"]] for r in by_bpb]
+        rows += [[f"{c['name']} (alone / given train)", "", "", "", "", f"{c['bpb']:.3f} / {c['conditional_bpb']:.3f}"
+                  if c["bpb"] is not None and c["conditional_bpb"] is not None else (c["note"] or "—"), "", ""]
+                 for c in compressors]
+        envs = {json.dumps({k: r["environment"][k] for k in ("cpu_model", "torch_version", "torch_threads")})
+                for r in results}
+        first = results[0]
+        sections.append(
+            f"## {corpus} (recipe runs/{first['recipe']})\n\n"
+            + "\n".join(f"- `{r['system']}`: {r['environment']['date_utc']} UTC, `{r['command']}`" for r in results)
+            + "\n- machine: " + "; ".join(sorted(envs)) + "\n\n"
+            + markdown_table(["system", "parameters", "steps", "bytes seen", "train time / budget (s)",
+                              "test bpb", "vs agiformer", "what"], rows))
+        figures[corpus] = (results, compressors)
+    text = ("# Quality at equal wall-clock\n\nTest-split bits per byte (fp32 scoring, every byte scored once) after "
+            "training each system for the same wall-clock budget with the same trainer, curriculum and batch. "
+            "Each system times a few steps first and is given as many steps as fit the budget.\n\n"
+            + "\n\n".join(sections) + "\n")
+    png = args.out / "quality.png"
+    if plot(figures, png):
+        text += f"\n![learning curves and test bpb]({png.name})\n"
+    write_text(args.out / "quality.md", text)
+    print(text)
+
+
+def plot(figures: dict, path: Path) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(len(figures), 2, figsize=(13, 4.5 * len(figures)), squeeze=False)
+    for (curve_ax, bar_ax), (corpus, (results, compressors)) in zip(axes, figures.items()):
+        for r in sorted(results, key=lambda r: r["test_bpb"]):
+            t, bpb = zip(*r["curve"])
+            k = max(1, len(bpb) // 40)
+            smooth = [sum(bpb[max(0, i - k):i + 1]) / len(bpb[max(0, i - k):i + 1]) for i in range(len(bpb))]
+            curve_ax.plot([x / 60 for x in t], smooth, label=r["system"], linewidth=1.3)
+        finals = [min(s for _, s in r["curve"][len(r["curve"]) // 2:]) for r in results]
+        curve_ax.set(title=f"{corpus}: training bpb (running mean) against training time", xlabel="minutes",
+                     ylabel="train bits per byte", ylim=(min(finals) - 0.1, max(finals) + 1.5))
+        curve_ax.legend(fontsize=8)
+        curve_ax.grid(alpha=0.3)
+        ordered = sorted(results, key=lambda r: r["test_bpb"], reverse=True)
+        bar_ax.barh([r["system"] for r in ordered], [r["test_bpb"] for r in ordered], color="tab:blue")
+        for r_index, r in enumerate(ordered):
+            bar_ax.text(r["test_bpb"], r_index, f" {r['test_bpb']:.3f}", va="center", fontsize=8)
+        for c, color in zip([c for c in compressors if c["conditional_bpb"] is not None],
+                            ["tab:red", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:gray"]):
+            bar_ax.axvline(c["conditional_bpb"], color=color, linestyle="--", linewidth=1,
+                           label=f"{c['name']} given train: {c['conditional_bpb']:.3f}")
+        low = min([r["test_bpb"] for r in results] + [c["conditional_bpb"] for c in compressors
+                                                      if c["conditional_bpb"] is not None])
+        bar_ax.set(title=f"{corpus}: test bits per byte at equal wall-clock", xlabel="test bits per byte",
+                   xlim=(low - 0.3, None))
+        bar_ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", default="en-wiki", choices=sorted(RECIPES))
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated, from: {', '.join(SYSTEMS)}")
+    parser.add_argument("--minutes", type=float, default=12.0, help="training wall-clock budget per system")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--quick", action="store_true", help="agiformer and byte-gpt, 20 s each")
+    parser.add_argument("--report", action="store_true", help="measure nothing: merge the stored results")
+    parser.add_argument("--data-dir", type=Path, default=ROOT / "data")
+    parser.add_argument("--runs-dir", type=Path, default=None, help="checkpoints (default: out/quality[-quick])")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    args.out = args.out or (QUICK_RESULTS_DIR if args.quick else RESULTS_DIR)
+    args.runs_dir = args.runs_dir or ROOT / "out" / ("quality-quick" if args.quick else "quality")
+    if args.report:
+        report(args)
+        return
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    systems = ["agiformer", "byte-gpt"] if args.quick else args.systems.split(",")
+    unknown = [s for s in systems if s not in SYSTEMS]
+    if unknown:
+        parser.error(f"unknown system(s) {', '.join(unknown)}; choose from {', '.join(SYSTEMS)}")
+    budget_s = 20.0 if args.quick else 60 * args.minutes
+    if args.quick:
+        import shutil
+        shutil.rmtree(args.runs_dir, ignore_errors=True)
+    command = command_line("quality", argv)
+    for system in systems:
+        started = time.perf_counter()
+        env = environment(torch.device("cpu"))
+        result = run_system(system, args.corpus, budget_s, args)
+        finish_environment(env, started)
+        write_json(args.out / "quality" / args.corpus / f"{system}.json",
+                   {**result, "command": command, "environment": env})
+        log(f"{args.corpus} / {system}: test {result['test_bpb']:.3f} bpb after {result['steps']} steps "
+            f"({result['train_time_s']:.0f} s of training)")
+    if args.quick:
+        report(args)
+
+
+if __name__ == "__main__":
+    main()

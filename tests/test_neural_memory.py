@@ -1,0 +1,338 @@
+"""Neural long-term memory: the analytic surprise gradient and the chunk scan against references
+that use autograd (float64), per-sequence independence, read-before-write causality, streaming
+split anywhere, gradients through the writes, activation checkpointing and long-run finiteness.
+
+Write rule per chunk: S ← η S − ∇_W Σ_t θ_t ‖M_W(k_t) − v_t‖² at the chunk-start W, W ← (1 − α) W + S;
+the chunk is read before it is written, so no token can see itself or the rest of its chunk.
+"""
+
+import pytest
+import torch
+from torch import nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from agiformer.errors import AGIFormerError
+from agiformer.nn import NeuralMemory
+from agiformer.ops.neural_memory import (
+    NeuralMemoryState, memory_apply, naive_neural_memory, neural_memory_scan, surprise_gradients,
+    vmap_surprise_gradients,
+)
+
+DEPTHS = [1, 2]
+HEADS = [1, 2]
+CHUNK_SIZES = [1, 3, 8]
+LENGTHS = [1, 7, 16, 21]
+
+
+def relative_error(a, b):
+    scale = b.abs().max()
+    return ((a - b).abs().max() / scale).item() if scale > 0 else (a - b).abs().max().item()
+
+
+def states_error(a: NeuralMemoryState, b: NeuralMemoryState) -> float:
+    return max(relative_error(x, y) for x, y in zip(a.weights + a.momentum, b.weights + b.momentum))
+
+
+def memory_inputs(*, N, L, depth, Dk=4, Dv=5, Dh=6, seed=0, dtype=torch.float64):
+    """Normalised q, k as the layer makes them; θ up to 0.5 and a non-zero starting momentum so that
+    every term of the write rule is exercised."""
+    g = torch.Generator().manual_seed(seed)
+    rand = lambda *shape: torch.rand(*shape, generator=g, dtype=dtype)  # noqa: E731
+    randn = lambda *shape: torch.randn(*shape, generator=g, dtype=dtype)  # noqa: E731
+    q, k = F.normalize(randn(N, L, Dk), dim=-1), F.normalize(randn(N, L, Dk), dim=-1)
+    v = randn(N, L, Dv)
+    lr, momentum, decay = 0.5 * rand(N, L), rand(N, L), 0.3 * rand(N, L)
+    widths = [Dk] + [Dh] * (depth - 1) + [Dv]
+    weights = tuple(randn(N, a, b) / a ** 0.5 for a, b in zip(widths[:-1], widths[1:]))
+    state = NeuralMemoryState(weights, tuple(0.1 * randn(*w.shape) for w in weights))
+    return (q, k, v, lr, momentum, decay), state
+
+
+def small_layer(*, heads=2, depth=2, chunk_size=4, grad_chunks=None, dim=8, seed=0, dtype=torch.float64):
+    torch.manual_seed(seed)
+    return NeuralMemory(dim=dim, heads=heads, depth=depth, chunk_size=chunk_size, grad_chunks=grad_chunks,
+                        max_lr=0.5).to(dtype)
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_surprise_gradients_equal_vmap_grad_and_autograd_loop(depth):
+    (_, k, v, lr, _, _), state = memory_inputs(N=3, L=7, depth=depth)
+    analytic = surprise_gradients(state.weights, k, v, lr)
+    vmapped = vmap_surprise_gradients(state.weights, k, v, lr)
+    for n in range(3):
+        weights = tuple(w[n].clone().requires_grad_() for w in state.weights)
+        h = k[n]
+        for i, w in enumerate(weights):
+            h = h @ w if i == len(weights) - 1 else F.silu(h @ w)
+        loss = (lr[n] * ((h - v[n]) ** 2).sum(-1)).sum()
+        for a, b, c in zip(analytic, vmapped, torch.autograd.grad(loss, weights)):
+            assert relative_error(a[n], c) <= 1e-12
+            assert relative_error(b[n], c) <= 1e-12
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_surprise_gradients_are_differentiable_like_autograd(depth):
+    """Second order: what training backpropagates through the writes."""
+    (_, k, v, lr, _, _), state = memory_inputs(N=2, L=5, depth=depth)
+    inputs = [t.clone().requires_grad_() for t in (*state.weights, k, v, lr)]
+
+    def through(fn):
+        grads = fn(tuple(inputs[:depth]), *inputs[depth:])
+        return torch.autograd.grad(sum((g * g).sum() for g in grads), inputs)
+
+    for a, b in zip(through(surprise_gradients), through(vmap_surprise_gradients)):
+        assert relative_error(a, b) <= 1e-10
+
+
+def test_reference_is_really_read_then_write():
+    """The reference itself, two tokens, chunk size 1, by hand: y_1 reads W_1 = (1 − α_0) W_0 + S_1."""
+    (q, k, v, lr, momentum, decay), state = memory_inputs(N=1, L=2, depth=1)
+    y, _ = naive_neural_memory(q, k, v, lr, momentum, decay, state, chunk_size=1)
+    W0, S0 = state.weights[0][0], state.momentum[0][0]
+    G = 2 * lr[0, 0] * torch.outer(k[0, 0], k[0, 0] @ W0 - v[0, 0])
+    W1 = (1 - decay[0, 0]) * W0 + momentum[0, 0] * S0 - G
+    assert torch.allclose(y[0, 0], q[0, 0] @ W0, atol=1e-14)
+    assert torch.allclose(y[0, 1], q[0, 1] @ W1, atol=1e-14)
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+@pytest.mark.parametrize("heads", HEADS)
+@pytest.mark.parametrize("chunk_size", CHUNK_SIZES)
+@pytest.mark.parametrize("length", LENGTHS)
+def test_scan_equals_naive_per_token_reference(depth, heads, chunk_size, length):
+    inputs, state = memory_inputs(N=2 * heads, L=length, depth=depth, seed=length)
+    y, final = neural_memory_scan(*inputs, state, chunk_size=chunk_size)
+    y_ref, final_ref = naive_neural_memory(*inputs, state, chunk_size=chunk_size)
+    assert relative_error(y, y_ref) <= 1e-10
+    assert states_error(final, final_ref) <= 1e-10
+    trailing = length % chunk_size
+    if trailing:  # the incomplete chunk waits, unwritten
+        k, v, lr = inputs[1], inputs[2], inputs[3]
+        for pending, full in zip(final.pending, (k, v, lr)):
+            assert torch.equal(pending, full[:, length - trailing:])
+    else:
+        assert final.pending is None
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_chunk_size_one_writes_after_every_token(depth):
+    """Chunk size 1 is the per-token recurrence: every token but the first reads a different memory."""
+    inputs, state = memory_inputs(N=2, L=6, depth=depth)
+    q = inputs[0][:, :1].expand(-1, 6, -1).contiguous()       # the same query everywhere
+    y, _ = neural_memory_scan(q, *inputs[1:], state, chunk_size=1)
+    assert all(relative_error(y[:, t], y[:, t + 1]) > 1e-3 for t in range(5))
+    y_chunked, _ = neural_memory_scan(q, *inputs[1:], state, chunk_size=6)
+    assert relative_error(y_chunked, y[:, :1].expand(-1, 6, -1)) <= 1e-14
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+@pytest.mark.parametrize("chunk_size", [1, 3])
+def test_batched_equals_one_sequence_at_a_time(depth, chunk_size):
+    inputs, state = memory_inputs(N=4, L=10, depth=depth)
+    y, final = neural_memory_scan(*inputs, state, chunk_size=chunk_size)
+    for n in range(4):
+        one = [t[n:n + 1] for t in inputs]
+        one_state = NeuralMemoryState(tuple(w[n:n + 1] for w in state.weights),
+                                      tuple(m[n:n + 1] for m in state.momentum))
+        y_n, final_n = neural_memory_scan(*one, one_state, chunk_size=chunk_size)
+        assert relative_error(y_n, y[n:n + 1]) <= 1e-12
+        assert max(relative_error(a, b[n:n + 1]) for a, b in zip(final_n.weights, final.weights)) <= 1e-12
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+@pytest.mark.parametrize("heads", HEADS)
+def test_sequences_never_share_memory(depth, heads):
+    layer = small_layer(heads=heads, depth=depth, chunk_size=3)
+    x = torch.randn(3, 10, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    changed = x.clone()
+    changed[1] += torch.randn(10, 8, dtype=torch.float64)
+    with torch.no_grad():
+        y, _ = layer(x)
+        y_changed, _ = layer(changed)
+    assert (y[[0, 2]] - y_changed[[0, 2]]).abs().max().item() == 0.0
+    assert (y[1] - y_changed[1]).abs().max().item() > 0.0
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+@pytest.mark.parametrize("heads", HEADS)
+@pytest.mark.parametrize("chunk_size", [1, 4])
+def test_layer_is_causal_and_blind_to_its_own_chunk(depth, heads, chunk_size):
+    """Changing x_t changes y_t itself (its query) and later chunks, never y_s for s < t nor the other
+    positions of t's chunk: they were read before the chunk was written."""
+    layer = small_layer(heads=heads, depth=depth, chunk_size=chunk_size)
+    L = 12
+    x = torch.randn(2, L, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y, _ = layer(x)
+        for t in range(L):
+            changed = x.clone()
+            changed[:, t] += 1.0
+            y_changed, _ = layer(changed)
+            chunk_end = (t // chunk_size + 1) * chunk_size
+            untouched = [s for s in range(min(chunk_end, L)) if s != t]
+            if untouched:
+                assert (y[:, untouched] - y_changed[:, untouched]).abs().max().item() == 0.0
+            if chunk_end < L:  # and the write does reach the next chunk
+                assert (y[:, chunk_end:] - y_changed[:, chunk_end:]).abs().max().item() > 0.0
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3])
+def test_write_inputs_never_reach_their_own_chunk(chunk_size):
+    """At the op: k, v, θ, η, α of token t leave every output up to the end of t's chunk unchanged."""
+    inputs, state = memory_inputs(N=2, L=9, depth=2)
+    y, _ = neural_memory_scan(*inputs, state, chunk_size=chunk_size)
+    for t in range(9):
+        chunk_end = (t // chunk_size + 1) * chunk_size
+        for which in range(1, 6):
+            changed = [x.clone() for x in inputs]
+            changed[which][:, t] += 0.25
+            y_changed, _ = neural_memory_scan(*changed, state, chunk_size=chunk_size)
+            assert (y[:, :chunk_end] - y_changed[:, :chunk_end]).abs().max().item() == 0.0
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+@pytest.mark.parametrize("heads", HEADS)
+@pytest.mark.parametrize("chunk_size", CHUNK_SIZES)
+def test_scan_split_anywhere_equals_one_call(depth, heads, chunk_size):
+    L = 21
+    inputs, state = memory_inputs(N=2 * heads, L=L, depth=depth, seed=chunk_size)
+    y, final = neural_memory_scan(*inputs, state, chunk_size=chunk_size)
+    for split in range(L + 1):
+        y_a, middle = neural_memory_scan(*(t[:, :split] for t in inputs), state, chunk_size=chunk_size)
+        y_b, end = neural_memory_scan(*(t[:, split:] for t in inputs), middle, chunk_size=chunk_size)
+        assert relative_error(torch.cat([y_a, y_b], dim=1), y) <= 1e-12
+        assert states_error(end, final) <= 1e-12
+        assert (end.pending is None) == (final.pending is None)
+        if final.pending is not None:
+            assert all(torch.equal(a, b) for a, b in zip(end.pending, final.pending))
+
+
+def test_layer_streams_token_by_token():
+    """Greedy decoding: one token per call reproduces the whole-sequence forward."""
+    layer = small_layer(chunk_size=4)
+    x = torch.randn(2, 11, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        y, final = layer(x)
+        state, outs = None, []
+        for t in range(11):
+            out, state = layer(x[:, t:t + 1], state)
+            outs.append(out)
+    assert relative_error(torch.cat(outs, dim=1), y) <= 1e-12
+    assert states_error(state, final) <= 1e-12
+
+
+def grads_after_last_chunk_loss(layer, x):
+    """Loss on the outputs of the last chunk only; returns (dict of parameter grads, grad of x)."""
+    layer.zero_grad(set_to_none=True)
+    x = x.clone().requires_grad_()
+    y, _ = layer(x)
+    weights = torch.linspace(-1, 1, y[:, -layer.chunk_size:].numel(), dtype=y.dtype).view_as(y[:, -layer.chunk_size:])
+    (y[:, -layer.chunk_size:] * weights).sum().backward()
+    return {name: p.grad for name, p in layer.named_parameters()}, x.grad
+
+
+def is_zero(grad):
+    return grad is None or grad.abs().max().item() == 0.0
+
+
+WRITE_PATH = ["k_proj.weight", "v_proj.weight", "lr_proj.weight", "lr_proj.bias", "momentum_proj.weight",
+              "momentum_proj.bias", "decay_proj.weight", "decay_proj.bias"]
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+@pytest.mark.parametrize("heads", HEADS)
+def test_gradients_reach_the_write_path(depth, heads):
+    C = 4
+    x = torch.randn(2, 3 * C, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    full, dx_full = grads_after_last_chunk_loss(small_layer(heads=heads, depth=depth, chunk_size=C), x)
+    for name in WRITE_PATH + [f"initial_weights.{i}" for i in range(depth)]:
+        assert full[name] is not None and full[name].abs().max() > 0, name
+    assert dx_full[:, :C].abs().max() > 0          # chunk 0 reaches the last read through two writes
+
+    # grad_chunks=1: each write starts from a detached state, so the last read (of W_2) gets gradient
+    # through write 1 only: from chunk 1's tokens and gates and from the detached W_1, S_1 (through
+    # α and η), never from chunk 0 nor from the initial weights
+    truncated, dx = grads_after_last_chunk_loss(small_layer(heads=heads, depth=depth, chunk_size=C, grad_chunks=1), x)
+    for name in WRITE_PATH:
+        assert truncated[name] is not None and truncated[name].abs().max() > 0, name
+    # (the graph still reaches them through chunk 0's read, whose output the loss ignores: zeros)
+    assert all(is_zero(truncated[f"initial_weights.{i}"]) for i in range(depth))
+    assert dx[:, :C].abs().max().item() == 0.0 and dx[:, C:2 * C].abs().max() > 0
+    assert relative_error(truncated["k_proj.weight"], full["k_proj.weight"]) > 1e-6
+
+    # a window as long as the sequence truncates nothing
+    windowed, _ = grads_after_last_chunk_loss(
+        small_layer(heads=heads, depth=depth, chunk_size=C, grad_chunks=3), x)
+    assert all(relative_error(windowed[name], full[name]) <= 1e-12 for name in full)
+
+
+def test_grad_chunks_changes_no_value():
+    x = torch.randn(2, 13, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    y, state = small_layer(chunk_size=3)(x)
+    y_truncated, state_truncated = small_layer(chunk_size=3, grad_chunks=1)(x)
+    assert torch.equal(y, y_truncated) and states_error(state, state_truncated) == 0.0
+
+
+@pytest.mark.parametrize("grad_chunks", [None, 2])
+def test_activation_checkpointing_recomputes_identically(grad_chunks):
+    layer = small_layer(chunk_size=4, grad_chunks=grad_chunks)
+    x = torch.randn(2, 14, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+
+    def run(fn):
+        layer.zero_grad(set_to_none=True)
+        xg = x.clone().requires_grad_()
+        y, _ = fn(xg)
+        (y * y).sum().backward()
+        return y.detach(), xg.grad, [p.grad.clone() for p in layer.parameters()]
+
+    y, dx, grads = run(layer)
+    y_ckpt, dx_ckpt, grads_ckpt = run(lambda t: checkpoint(layer, t, use_reentrant=False))
+    assert torch.equal(y, y_ckpt)
+    assert relative_error(dx_ckpt, dx) <= 1e-12
+    assert all(relative_error(a, b) <= 1e-12 for a, b in zip(grads_ckpt, grads))
+
+
+@pytest.mark.parametrize("case", ["random", "repeated, gates saturated"])
+def test_long_sequence_stays_finite_in_float32(case):
+    """2,048 positions in chunks of 64 at the default max_lr; also the worst case for one summed
+    chunk step (every token alike, θ at its maximum, η = 1, α = 0)."""
+    torch.manual_seed(0)
+    layer = NeuralMemory(dim=32, heads=2, chunk_size=64)
+    g = torch.Generator().manual_seed(6)
+    if case == "random":
+        x = 3 * torch.randn(1, 2048, 32, generator=g)
+    else:
+        x = 10 * torch.randn(1, 1, 32, generator=g).expand(1, 2048, 32)
+        for proj, bias in ((layer.lr_proj, 30.0), (layer.momentum_proj, 30.0), (layer.decay_proj, -30.0)):
+            nn.init.zeros_(proj.weight)
+            nn.init.constant_(proj.bias, bias)
+    y, state = layer(x)
+    y.square().mean().backward()
+    assert torch.isfinite(y).all() and all(torch.isfinite(w).all() for w in state.weights + state.momentum)
+    assert all(torch.isfinite(p.grad).all() for p in layer.parameters())
+
+
+def test_autocast_keeps_the_state_in_float32():
+    layer = small_layer(dtype=torch.float32)
+    x = torch.randn(2, 9, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, state = layer(x)
+    assert state.weights[0].dtype == torch.float32 and torch.isfinite(y).all()
+
+
+def test_errors_are_one_line():
+    with pytest.raises(AGIFormerError):
+        NeuralMemory(dim=10, heads=3)
+    with pytest.raises(AGIFormerError):
+        NeuralMemory(dim=8, chunk_size=0)
+    layer = small_layer()
+    _, state = layer(torch.randn(2, 5, 8, dtype=torch.float64))
+    with pytest.raises(AGIFormerError, match="sequences"):
+        layer(torch.randn(3, 5, 8, dtype=torch.float64), state)
+
+
+def test_memory_apply_matches_the_mlp():
+    (q, *_), state = memory_inputs(N=2, L=3, depth=2)
+    W1, W2 = state.weights
+    assert torch.allclose(memory_apply(state.weights, q), F.silu(q @ W1) @ W2, atol=1e-14)
