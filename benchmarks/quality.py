@@ -45,7 +45,7 @@ SYSTEMS = {
     "v1-block": "AGIFORMER with the v1 block: summed fusion, per-head decay, no encoder overlap",
     "constant-alpha": "AGIFORMER with α = 0.99 in every stage instead of the curriculum's α",
 }
-CALIBRATION_STEPS = 4
+CALIBRATION_STEPS = 8
 
 
 def system_recipe(path: Path, system: str, *, steps: int, name: str) -> Recipe:
@@ -66,11 +66,13 @@ def system_recipe(path: Path, system: str, *, steps: int, name: str) -> Recipe:
 
 
 def seconds_per_step(recipe: Recipe, data_dir: Path, scratch: Path) -> float:
-    """Median time of CALIBRATION_STEPS training steps of a throwaway trainer, after one warm-up step."""
+    """Median time of CALIBRATION_STEPS training steps of a throwaway trainer, after two warm-up steps
+    (the first steps of a process are slower: allocator and kernel caches warm up)."""
     trainer = Trainer(recipe, data_dir=data_dir, out_dir=scratch, progress=False)
     trainer.train_step(0)
+    trainer.train_step(1)
     times = []
-    for step in range(1, 1 + CALIBRATION_STEPS):
+    for step in range(2, 2 + CALIBRATION_STEPS):
         tick = time.perf_counter()
         trainer.train_step(step)
         times.append(time.perf_counter() - tick)
