@@ -34,10 +34,12 @@ demo: install
 	$(AGI) eval $(DEMO_OUT) --corpus en-wiki --split test --baselines
 	$(AGI) generate $(DEMO_OUT) --prompt "The history of " --max-bytes 300 --temperature 0.7 --seed 0
 
-# `make bench`: every benchmark in quick mode (a few minutes); reports in docs/results/quick/.
+# `make bench`: every benchmark in quick mode (a few minutes; the quality and effort benchmarks train on the
+# English corpora, built first); reports in docs/results/quick/.
 # Full mode, for the published figures in docs/results/: drop --quick (see benchmarks/README.md).
-BENCHMARKS := memory_kernel window_attention act_halting model_scaling generation
+BENCHMARKS := memory_kernel window_attention act_halting model_scaling generation quality effort training_profile
 
 .PHONY: bench
 bench: install
+	$(AGI) data build en-dict en-lit en-wiki
 	for b in $(BENCHMARKS); do $(PY) -m benchmarks.$$b --quick || exit 1; done

@@ -278,6 +278,52 @@ def cmd_mag(args) -> None:
                                    window=args.window, tokenizer=args.tokenizer, hops=args.hops, depths=args.depth)
         write_jsonl(samples, args.out)
         print(f"wrote {args.out}: " + format_summary(summary(samples)))
+    elif args.mag_command == "train":
+        cmd_mag_train(args)
+    elif args.mag_command == "eval":
+        cmd_mag_eval(args)
+
+
+def cmd_mag_train(args) -> None:
+    from agiformer.mag.recipe import load_mag_recipe
+    from agiformer.mag.train import MAGTrainer, stage_parameters
+
+    recipe = load_mag_recipe(args.recipe, steps=args.steps)
+    trainer = MAGTrainer(recipe, out_dir=args.out, device=args.device, resume=args.resume, progress=not args.quiet)
+    config = trainer.config
+    stages = " → ".join(f"{s.name} ({sum(p.numel() for p in stage_parameters(trainer.model, s.name).values()):,})"
+                        for s in recipe.stages)
+    print(f"{recipe.name}: MAG layers {config.layers} of {config.base_architecture} ({recipe.base}, {recipe.base_dtype}), "
+          f"window {config.window}, {recipe.steps} steps of {recipe.batch_size} {recipe.data.task} samples of "
+          f"{'/'.join(map(str, recipe.data.context_tokens))} tokens; stages (parameters trained) {stages}; "
+          f"on {trainer.device}", file=sys.stderr)
+    summary = trainer.train()
+    val = summary["last_val"]
+    print(f"done: {summary['steps']} steps in {summary['elapsed_s']:.0f} s, {summary['train_tokens_per_s']:.0f} "
+          f"training tokens/s (the base's plain forward: {summary['base_forward_tokens_per_s']:.0f} tokens/s); "
+          + (f"val exact match {100 * val['val_exact_match']:.1f} %, answer loss {val['val_answer_loss']:.4f}; " if val else "")
+          + f"checkpoints in {trainer.out_dir}")
+
+
+def cmd_mag_eval(args) -> None:
+    from agiformer.mag.eval import evaluate_recall, open_for_eval, write_report
+    from agiformer.train.distributed import pick_device
+
+    model, codec, opened = open_for_eval(args.checkpoint, base=args.base, base_dtype=args.base_dtype,
+                                         device=pick_device(args.device))
+    window = args.window or model.config.window or 256
+    result = evaluate_recall(model, codec, task=args.task, context_tokens=args.context_tokens, depths=args.depths,
+                             samples_per_cell=args.samples, window=window, seed=args.seed, hops=args.hops,
+                             progress=not args.quiet)
+    result.update(opened)
+    print(f"{opened['checkpoint'] or 'base only'} on {opened['base']} ({opened['base_dtype']}), MAG layers "
+          f"{model.config.layers or 'none'}: {args.task}, {args.samples} samples per cell, window {window}")
+    for system in result["systems"].values():
+        print(f"{system['label']:28s} {100 * system['overall']:5.1f} % exact  " + "  ".join(
+            f"{n:,}: " + " ".join(f"{100 * v:3.0f}" for v in row)
+            for n, row in zip(result["context_tokens"], system["exact_match"])) + "  (% by depth)")
+    written = write_report(result, args.out)
+    print("wrote " + " and ".join(map(str, written)))
 
 
 # ---- the parser -------------------------------------------------------------------------------------
@@ -307,7 +353,11 @@ EXAMPLES = {
   agiformer mag data hash-hop --samples 1000 --context-tokens 1024,2048 --window 256 --out data/mag/hash-hop.jsonl
   agiformer mag data hash-hop --hops 3 --samples 200 --seed 1 --out data/mag/hash-hop-3.jsonl
   agiformer mag data dependency --hops 2 --tokenizer smollm2-135m --context-tokens 4096 --out dep.jsonl
-  agiformer mag data code --samples 100 --context-tokens 2048 --depth 0,0.25,0.5,0.75,1 --out code-eval.jsonl""",
+  agiformer mag data code --samples 100 --context-tokens 2048 --depth 0,0.25,0.5,0.75,1 --out code-eval.jsonl
+  agiformer mag train runs/mag/hashhop.toml                  # SmolLM2-135M + MAG, checkpoints in out/mag-hashhop
+  agiformer mag train runs/mag/hashhop.toml --resume         # continue exactly where it stopped
+  agiformer mag eval out/mag-hashhop --context-tokens 1024,2048 --depths 0,0.5,1 --samples 20 --out out/mag-hashhop/eval
+  agiformer mag eval smollm2-135m --window 256 --samples 10  # the base alone: full attention vs window""",
     "generate": """examples:
   agiformer generate out/demo-en --prompt "The history of " --max-bytes 300
   agiformer generate out/demo-en --prompt-file prompt.bin --temperature 0 --effort 0.5""",
@@ -387,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     insp.add_argument("--prompt", required=True)
     insp.add_argument("--out", default="inspect", help="output prefix for .png and .json (default: ./inspect)")
 
-    mag = commands.add_parser("mag", help="memory-as-a-gate adapters: long-context curricula",
+    mag = commands.add_parser("mag", help="memory-as-a-gate adapters: long-context curricula, training, recall",
                               epilog=EXAMPLES["mag"], formatter_class=_formatter)
     mag_commands = mag.add_subparsers(dest="mag_command", metavar="ACTION", parser_class=_Parser)
     mag_commands.required = True
@@ -409,9 +459,40 @@ def build_parser() -> argparse.ArgumentParser:
                           help="what a token is: one UTF-8 byte, or SmolLM2-135M's BPE (default: bytes)")
     mag_data.add_argument("--out", required=True, help="the JSONL file to write")
 
+    mag_train = mag_commands.add_parser("train", help="train the MAG parameters of a frozen base, in stages",
+                                        epilog=EXAMPLES["mag"], formatter_class=_formatter)
+    mag_train.add_argument("recipe", help="a MAG recipe TOML file, e.g. runs/mag/hashhop.toml")
+    mag_train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    mag_train.add_argument("--steps", type=_positive_int, help="override the recipe's step count")
+    mag_train.add_argument("--out", help="run directory (default: out/RECIPE_NAME)")
+    mag_train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    mag_eval = mag_commands.add_parser(
+        "eval", help="exact-match recall grid (context length × needle depth): base full attention, base window-W, "
+        "base + MAG window-W → JSON + PNG", epilog=EXAMPLES["mag"], formatter_class=_formatter)
+    mag_eval.add_argument("checkpoint", metavar="CHECKPOINT_OR_BASE",
+                          help="a MAG run (out/NAME: its best, else last) or checkpoint directory; or a base "
+                          "(smollm2-135m, or a Hugging Face model directory) to evaluate without memory")
+    mag_eval.add_argument("--base", help="the base a checkpoint was trained on (default: from the run's recipe.json)")
+    mag_eval.add_argument("--task", choices=["hash-hop", "dependency", "code"], default="hash-hop")
+    mag_eval.add_argument("--context-tokens", type=_positive_int_list, default=[1024, 2048], metavar="N[,N...]",
+                          help="prompt lengths in tokens, the grid's rows (default: 1024,2048)")
+    mag_eval.add_argument("--depths", type=_probability_list, default=[0.0, 0.5, 1.0], metavar="D[,D...]",
+                          help="needle depths in [0, 1], the grid's columns (default: 0,0.5,1)")
+    mag_eval.add_argument("--samples", type=_positive_int, default=10, help="samples per cell (default: 10)")
+    mag_eval.add_argument("--window", type=_positive_int,
+                          help="attention window in tokens for the window-W systems; every needle lies beyond it "
+                          "(default: the checkpoint's, else 256)")
+    mag_eval.add_argument("--hops", type=_positive_int, help="chain length (default: the task's)")
+    mag_eval.add_argument("--seed", type=int, default=2, help="sample seed (default: 2; training uses 0, validation 1)")
+    mag_eval.add_argument("--base-dtype", choices=["bf16", "fp32"],
+                          help="run the frozen base under bf16 autocast or in fp32 (default: the run's, else fp32)")
+    mag_eval.add_argument("--out", default="mag-eval", help="directory for recall.json and recall.png (default: ./mag-eval)")
+    mag_eval.add_argument("--quiet", action="store_true", help="no progress bar")
+
     for sub in (train, ev, recall):
         sub.add_argument("--data-dir", default=DATA_DIR, help="where corpora live (default: $AGIFORMER_DATA or ./data)")
-    for sub in (train, ev, gen, recall, insp):
+    for sub in (train, ev, gen, recall, insp, mag_train, mag_eval):
         sub.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 … (default: cuda if available)")
     for sub in (ev, gen, recall, insp):
         sub.add_argument("--effort", type=_probability, help="reasoning effort in [0, 1] (default: the checkpoint's)")

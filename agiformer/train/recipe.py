@@ -35,6 +35,38 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+class Schedule:
+    """What every recipe shares: stages by share of `steps`, and the learning rate of each step.
+    Needs the fields stages (each with a `share`), steps, lr, min_lr_ratio and warmup_steps."""
+
+    def stage_boundaries(self) -> list[int]:
+        """First step of each stage; stages split the steps in proportion to their shares."""
+        total = sum(s.share for s in self.stages)
+        starts, acc = [], 0.0
+        for stage in self.stages:
+            starts.append(round(self.steps * acc / total))
+            acc += stage.share
+        return starts
+
+    def stage_at(self, step: int) -> int:
+        return max(i for i, start in enumerate(self.stage_boundaries()) if start <= step)
+
+    def lr_at(self, step: int) -> float:
+        """Linear warmup, then cosine from lr to lr · min_lr_ratio at the last step."""
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        progress = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
+        floor = self.lr * self.min_lr_ratio
+        return floor + (self.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, *, source: str = "recipe"):
+        return from_table(cls, values, source)
+
+
 @dataclass
 class Stage:
     name: str
@@ -44,7 +76,7 @@ class Stage:
 
 
 @dataclass
-class Recipe:
+class Recipe(Schedule):
     name: str
     model: dict
     stages: list[Stage]
@@ -65,7 +97,7 @@ class Recipe:
     notes: str = ""
 
     def __post_init__(self):
-        self.stages = [s if isinstance(s, Stage) else _make(Stage, s, "stage") for s in self.stages]
+        self.stages = [s if isinstance(s, Stage) else from_table(Stage, s, "stage") for s in self.stages]
         if not self.eval_corpus and self.stages:
             self.eval_corpus = next(iter(self.stages[-1].corpora))
         self.validate()
@@ -107,35 +139,9 @@ class Recipe:
                                  f"({config.window} patches × {config.patch_size} bytes): the memory would have "
                                  f"nothing to do; use seq_len ≥ {span} or a smaller window")
 
-    def stage_boundaries(self) -> list[int]:
-        """First step of each stage; stages split the steps in proportion to their shares."""
-        total = sum(s.share for s in self.stages)
-        starts, acc = [], 0.0
-        for stage in self.stages:
-            starts.append(round(self.steps * acc / total))
-            acc += stage.share
-        return starts
 
-    def stage_at(self, step: int) -> int:
-        return max(i for i, start in enumerate(self.stage_boundaries()) if start <= step)
-
-    def lr_at(self, step: int) -> float:
-        """Linear warmup, then cosine from lr to lr · min_lr_ratio at the last step."""
-        if step < self.warmup_steps:
-            return self.lr * (step + 1) / self.warmup_steps
-        progress = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
-        floor = self.lr * self.min_lr_ratio
-        return floor + (self.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict, *, source: str = "recipe") -> "Recipe":
-        return _make(cls, values, source)
-
-
-def _make(cls, values: dict, where: str):
+def from_table(cls, values: dict, where: str):
+    """A recipe dataclass from a TOML table, refusing unknown and missing keys in one line."""
     if not isinstance(values, dict):
         raise AGIFormerError(f"{where}: expected a table of values")
     known = {f.name for f in dataclasses.fields(cls)}
@@ -149,8 +155,8 @@ def _make(cls, values: dict, where: str):
     return cls(**values)
 
 
-def load_recipe(path: str | Path, **overrides) -> Recipe:
-    """Read a recipe; `overrides` replace top-level values (e.g. steps=10 for a smoke run)."""
+def read_toml(path: str | Path, **overrides) -> dict:
+    """A recipe file's values, `name` defaulting to the file's stem; `overrides` replace top-level values."""
     path = Path(path)
     if not path.is_file():
         known = sorted(p.stem for p in Path("runs").glob("*.toml")) if Path("runs").is_dir() else []
@@ -162,5 +168,9 @@ def load_recipe(path: str | Path, **overrides) -> Recipe:
         raise AGIFormerError(f"{path}: not valid TOML ({str(error).splitlines()[0]})") from None
     values.setdefault("name", path.stem)
     values.update({k: v for k, v in overrides.items() if v is not None})
-    return Recipe.from_dict(values, source=str(path))
+    return values
 
+
+def load_recipe(path: str | Path, **overrides) -> Recipe:
+    """Read a recipe; `overrides` replace top-level values (e.g. steps=10 for a smoke run)."""
+    return Recipe.from_dict(read_toml(path, **overrides), source=str(path))

@@ -1,0 +1,173 @@
+"""Recall of a MAG model on a grid of context lengths × needle depths, for three systems side by side
+on the same samples:
+
+    full    the base with full attention (use_memory=False, window=None): what the base can do when
+            it sees everything, the upper bound
+    window  the base with window-W attention (use_memory=False): the needles lie beyond W, so this is
+            the lower bound, near chance
+    mag     base + MAG with window-W attention: what the memory brings back
+
+Exact match by greedy decoding with the cache (`MAGModel.greedy_generate`) after the shared prompt
+(`agiformer.mag.data.format_prompt`). Results: JSON and a heatmap PNG, one panel per system.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from agiformer.errors import AGIFormerError
+from agiformer.mag.base import BASE_DTYPES, TextCodec, load_base
+from agiformer.mag.config import MAGConfig
+from agiformer.mag.data import encode_sample, exact_match, generate_samples
+from agiformer.mag.model import MAGModel, load_mag
+from agiformer.models.config import read_config_values
+from agiformer.serialization import atomic_write_text, read_json
+
+DEFAULT_SEED = 2  # training samples use seed 0 and validation seed 1 by default: the grid is a third draw
+
+
+def recalls(model: MAGModel, codec: TextCodec, sample: dict, *, window: int | None, use_memory: bool) -> bool:
+    """Whether greedy decoding after the sample's prompt gives its answer. Two tokens beyond the
+    answer's own count: room for another split of the same text, and for exact_match to see that the
+    answer does not run on."""
+    prompt, answer = encode_sample(sample, codec)
+    ids = torch.tensor([prompt], device=model.base.device)
+    out = model.greedy_generate(ids, len(answer) + 2, window=window, use_memory=use_memory,
+                                eos_token_id=codec.eos_token_id)
+    return exact_match(sample["answer"], codec.decode(out[0, len(prompt):].tolist()))
+
+
+def systems(model: MAGModel, window: int) -> dict[str, dict]:
+    """The systems compared: "mag" only when the model has MAG layers."""
+    found = {"full": {"label": "base, full attention", "window": None, "use_memory": False},
+             "window": {"label": f"base, window {window}", "window": window, "use_memory": False}}
+    if len(model.mag):
+        found["mag"] = {"label": f"base + MAG, window {window}", "window": window, "use_memory": True}
+    return found
+
+
+def evaluate_recall(model: MAGModel, tokenizer, *, task: str = "hash-hop", context_tokens: Sequence[int] = (1024, 2048),
+                    depths: Sequence[float] = (0.0, 0.5, 1.0), samples_per_cell: int = 10, window: int = 256,
+                    seed: int = DEFAULT_SEED, hops: int | None = None, progress: bool = False) -> dict:
+    """Exact-match rate per (context length, depth) cell for each system, every system on the same
+    samples. `tokenizer`: a TextCodec or a Hugging Face tokenizer."""
+    codec = tokenizer if isinstance(tokenizer, TextCodec) else TextCodec(tokenizer)
+    lengths, depth_list = list(context_tokens), list(depths)
+    cells = len(lengths) * len(depth_list)
+    # generate_samples cycles sample i over the grid lengths × depths: cell i % cells
+    samples = generate_samples(task, samples_per_cell * cells, seed=seed, context_tokens=lengths, window=window,
+                               tokenizer=codec, hops=hops, depths=depth_list)
+    compared = systems(model, window)
+    correct = {name: [[0] * len(depth_list) for _ in lengths] for name in compared}
+    was_training = model.training
+    model.eval()
+    from tqdm import tqdm
+
+    for index, sample in enumerate(tqdm(samples, desc="recall", unit="sample", disable=not progress)):
+        row, column = divmod(index % cells, len(depth_list))
+        for name, system in compared.items():
+            correct[name][row][column] += recalls(model, codec, sample, window=system["window"],
+                                                  use_memory=system["use_memory"])
+    model.train(was_training)
+    return {
+        "task": task, "hops": samples[0]["metadata"]["hops"], "window": window, "context_tokens": lengths,
+        "depths": depth_list, "samples_per_cell": samples_per_cell, "seed": seed, "tokenizer": codec.__name__,
+        "base_identity": list(model.config.base_identity()), "mag_layers": model.config.layers,
+        "systems": {name: {**system, "exact_match": [[n / samples_per_cell for n in row] for row in correct[name]],
+                           "overall": sum(map(sum, correct[name])) / (samples_per_cell * cells)}
+                    for name, system in compared.items()},
+    }
+
+
+def write_report(result: dict, out_dir: str | Path) -> list[Path]:
+    """recall.json and, when matplotlib is installed, recall.png (else a note in the JSON); the paths written."""
+    out_dir = Path(out_dir)
+    written = [out_dir / "recall.json"]
+    try:
+        plot_recall(result, out_dir / "recall.png")
+        written.append(out_dir / "recall.png")
+    except ImportError:
+        result = {**result, "note": "matplotlib is not installed: recall.png was not drawn"}
+    atomic_write_text(written[0], json.dumps(result, indent=1))
+    return written
+
+
+def plot_recall(result: dict, png_path: Path) -> None:
+    """One heatmap per system: context length (rows) × needle depth (columns), cells annotated in %."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = list(result["systems"].values())
+    lengths, depths = result["context_tokens"], result["depths"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(1.2 + 0.9 * len(depths) * len(panels) + 1.5 * len(panels),
+                                                       1.2 + 0.6 * len(lengths)), dpi=110, squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        grid = [[100 * value for value in row] for row in panel["exact_match"]]
+        image = ax.imshow(grid, vmin=0, vmax=100, cmap="viridis", aspect="auto")
+        for r, row in enumerate(grid):
+            for c, value in enumerate(row):
+                ax.text(c, r, f"{value:.0f}%", ha="center", va="center", fontsize=8,
+                        color="black" if value > 60 else "white")
+        ax.set_xticks(range(len(depths)), [f"{d:g}" for d in depths])
+        ax.set_yticks(range(len(lengths)), [f"{n:,}" for n in lengths])
+        ax.set_xlabel("needle depth")
+        ax.set_title(f"{panel['label']}\n{100 * panel['overall']:.0f}% overall", fontsize=9)
+    axes[0][0].set_ylabel("context tokens")
+    fig.colorbar(image, ax=axes[0].tolist(), label="exact match (%)", shrink=0.9)
+    fig.suptitle(f"{result['task']} ({result['hops']} hop), {result['samples_per_cell']} samples per cell", fontsize=10,
+                 y=1.0 + 0.25 / (1.2 + 0.6 * len(lengths)))  # above the panel titles (the figure is cut to fit)
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = png_path.with_name(png_path.name + ".tmp.png")
+    fig.savefig(tmp, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(png_path)
+
+
+# ---- what to evaluate ------------------------------------------------------------------------------------
+
+def find_mag_checkpoint(path: Path) -> Path | None:
+    """A MAG checkpoint directory at `path`, or in a run directory (its best, else last); None if neither."""
+    for candidate in (path, path / "best", path / "last"):
+        config = candidate / "config.json"
+        if config.is_file() and read_config_values(config).get("model_type") == MAGConfig.model_type:
+            return candidate
+    return None
+
+
+def open_for_eval(checkpoint_or_base: str, *, base: str | None = None, base_dtype: str | None = None,
+                  device: torch.device | str = "cpu") -> tuple[MAGModel, TextCodec, dict]:
+    """A trained MAG model on its base, or a plain base (no MAG layers: only the two base systems).
+    A run's base and base_dtype come from its recipe.json unless given. Returns (model, codec, what)."""
+    path = Path(checkpoint_or_base)
+    checkpoint = find_mag_checkpoint(path) if path.is_dir() else None
+    recipe = {}
+    if checkpoint is not None:
+        for run in (checkpoint, checkpoint.parent):
+            if (run / "recipe.json").is_file():
+                recipe = read_json(run / "recipe.json")
+                break
+        base = base or recipe.get("base")
+        if not base:
+            raise AGIFormerError(f"{checkpoint} has no recipe.json naming its base: pass --base (smollm2-135m or "
+                                 "the model directory it was trained on)")
+    else:
+        base = checkpoint_or_base
+    dtype_name = base_dtype or recipe.get("base_dtype", "fp32")
+    if dtype_name not in BASE_DTYPES:
+        raise AGIFormerError(f"base dtype must be 'bf16' or 'fp32', got {dtype_name!r}")
+    model, tokenizer = load_base(base)
+    model = model.to(device)
+    dtype = BASE_DTYPES[dtype_name]
+    if checkpoint is not None:
+        mag = load_mag(checkpoint, model, base_dtype=dtype)
+    else:
+        mag = MAGModel(model, MAGConfig.for_base(model, layers=[]), base_dtype=dtype).eval()
+    name = Path(base).name if Path(base).is_dir() else str(base)
+    return mag, TextCodec(tokenizer, name=name), {"checkpoint": None if checkpoint is None else str(checkpoint),
+                                                   "base": str(base), "base_dtype": dtype_name}

@@ -1,0 +1,275 @@
+"""MAG training and recall evaluation on a tiny random Qwen3 with a byte-level tokenizer, saved to a
+directory like a real base (no download): the loss falls, stages train what they say, a run resumed
+after a real SIGINT repeats the uninterrupted one bit for bit, checkpoints hold only the MAG
+parameters and refuse another base, the recall grid compares the three systems, the CLI's mistakes
+are one line."""
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+transformers = pytest.importorskip("transformers")
+
+import torch  # noqa: E402
+
+from agiformer.cli import main  # noqa: E402
+from agiformer.errors import AGIFormerError  # noqa: E402
+from agiformer.mag import MAGConfig, MAGModel, load_mag  # noqa: E402
+from agiformer.mag.base import TextCodec, load_base  # noqa: E402
+from agiformer.mag.eval import evaluate_recall, open_for_eval, write_report  # noqa: E402
+from agiformer.mag.recipe import MAGRecipe, load_mag_recipe  # noqa: E402
+from agiformer.mag.train import MAGTrainer, stage_parameters  # noqa: E402
+from agiformer.serialization import load_tensors  # noqa: E402
+from agiformer.train.plots import read_metrics  # noqa: E402
+
+WINDOW = 64
+CONTEXT = 512  # the curricula's minimum; with one token per byte, about 512 bytes of hash lines
+
+
+def save_tiny_base(directory: Path, *, layers: int = 2, hidden: int = 32) -> Path:
+    """A random Qwen3 and ByT5's tokenizer (ids 3…258 are the bytes), saved as a Hugging Face directory."""
+    tokenizer = transformers.ByT5Tokenizer()
+    torch.manual_seed(0)
+    config = transformers.Qwen3Config(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
+                                      num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=1,
+                                      head_dim=16, max_position_embeddings=2048, tie_word_embeddings=True)
+    model = transformers.Qwen3ForCausalLM(config)
+    with torch.no_grad():  # std 0.02 would keep every logit within ±0.7: no loss the MAG layers could lower
+        model.model.embed_tokens.weight.mul_(10)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory) -> Path:
+    return save_tiny_base(tmp_path_factory.mktemp("base") / "tiny-qwen3")
+
+
+def tiny_recipe(base_dir: Path, **overrides) -> MAGRecipe:
+    """Two MAG layers (the second with a query refiner), gates open (bias 0) and a high lr, so a few
+    steps show; stages gates → queries → all, two steps each."""
+    values = dict(name="tiny-mag", base=str(base_dir), steps=6, lr=0.01, warmup_steps=1, base_dtype="fp32",
+                  eval_every=3, checkpoint_every=100,
+                  mag=dict(layers="0,1", window=WINDOW, memory_chunk_size=16, gate_bias_init=0.0),
+                  data=dict(context_tokens=[CONTEXT], val_samples=2),
+                  stages=[dict(name="gates"), dict(name="queries"), dict(name="all")])
+    values.update(overrides)
+    return MAGRecipe.from_dict(values)
+
+
+def train_losses(out_dir: Path) -> list[float]:
+    return [r["train_answer_loss"] for r in read_metrics(out_dir / "metrics.jsonl") if r["kind"] == "train"]
+
+
+def mag_weights(directory: Path) -> dict[str, torch.Tensor]:
+    return load_tensors(directory / "model.safetensors")
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def test_logits_to_keep_gives_the_end_of_the_full_logits(base_dir):
+    base, _ = load_base(base_dir)
+    model = MAGModel(base, MAGConfig.for_base(base, layers="1", window=8, gate_bias_init=0.0))
+    x = torch.randint(3, 259, (2, 37), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        full, _ = model(x)
+        kept, state = model(x, logits_to_keep=5)
+    assert kept.shape == (2, 5, full.shape[-1]) and state.length == 37
+    torch.testing.assert_close(kept, full[:, -5:], rtol=1e-5, atol=1e-5)
+
+
+def test_a_few_steps_lower_the_answer_loss(base_dir, tmp_path):
+    trainer = MAGTrainer(tiny_recipe(base_dir, steps=8, stages=[dict(name="all")]), out_dir=tmp_path, progress=False)
+    before = trainer.validate()
+    summary = trainer.train()
+    after = summary["last_val"]
+    assert after["val_answer_loss"] < before["val_answer_loss"] - 0.5, (before, after)
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    train = [r for r in rows if r["kind"] == "train"]
+    assert len(train) == 8 and all(r["tokens_per_s"] > 0 and 0 <= r["train_answer_accuracy"] <= 1 for r in train)
+    assert abs(train[0]["train_answer_bits"] * 0.6931471805599453 - train[0]["train_answer_loss"]) < 1e-9
+    assert [r["step"] for r in rows if r["kind"] == "val"] == [3, 6, 8]
+    assert summary["train_tokens_per_s"] > 0 and summary["base_forward_tokens_per_s"] > 0
+    assert summary["best_val_answer_loss"] == min(r["val_answer_loss"] for r in rows if r["kind"] == "val")
+    assert (tmp_path / "curves.png").stat().st_size > 5_000
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 8
+
+
+def test_each_stage_trains_only_its_parameters(base_dir, tmp_path):
+    # weight decay on: a frozen parameter must not even decay
+    trainer = MAGTrainer(tiny_recipe(base_dir, steps=3, weight_decay=0.1), out_dir=tmp_path, progress=False)
+    model = trainer.model
+    names = {stage: set(stage_parameters(model, stage)) for stage in ("gates", "queries", "all")}
+    assert names["gates"] == {n for n, _ in model.mag.named_parameters() if ".gate." in n}
+    assert {n for n in names["queries"] - names["gates"]} == \
+        {n for n, _ in model.mag.named_parameters() if ".refiner." in n or ".memory.q_proj." in n}
+    assert any(".refiner." in n for n in names["queries"]) and names["all"] == set(dict(model.mag.named_parameters()))
+    base_before = {k: v.clone() for k, v in model.base.state_dict().items()}
+    for step, stage in enumerate(("gates", "queries", "all")):
+        before = {k: v.clone() for k, v in model.mag.state_dict().items()}
+        row = trainer.train_step(step)
+        changed = {k for k, v in model.mag.state_dict().items() if not torch.equal(v, before[k])}
+        assert row["stage"] == stage and changed == names[stage], (stage, changed ^ names[stage])
+    assert all(torch.equal(v, base_before[k]) for k, v in model.base.state_dict().items())
+
+
+def test_resume_after_a_signal_repeats_the_uninterrupted_run(base_dir, tmp_path):
+    recipe = tiny_recipe(base_dir)
+    MAGTrainer(recipe, out_dir=tmp_path / "straight", progress=False).train()
+
+    interrupted = MAGTrainer(recipe, out_dir=tmp_path / "split", progress=False)
+    original_step = interrupted.train_step
+
+    def step_then_signal(step):
+        row = original_step(step)
+        if step == 2:  # the first "queries" step: the run stops inside the second stage
+            os.kill(os.getpid(), signal.SIGINT)
+        return row
+
+    interrupted.train_step = step_then_signal
+    summary = interrupted.train()
+    assert summary["stopped_early"] and summary["steps"] == 3
+    MAGTrainer(recipe, out_dir=tmp_path / "split", resume=True, progress=False).train()
+    assert train_losses(tmp_path / "split") == train_losses(tmp_path / "straight")
+    val = lambda d: [r for r in read_metrics(d / "metrics.jsonl") if r["kind"] == "val"]  # noqa: E731
+    assert val(tmp_path / "split") == val(tmp_path / "straight")
+    straight, resumed = mag_weights(tmp_path / "straight" / "last"), mag_weights(tmp_path / "split" / "last")
+    assert straight.keys() == resumed.keys() and all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_checkpoints_hold_only_mag_parameters_and_refuse_another_base(base_dir, tmp_path):
+    recipe = tiny_recipe(base_dir, steps=1)
+    trainer = MAGTrainer(recipe, out_dir=tmp_path / "run", progress=False)
+    trainer.train()
+    stored = mag_weights(tmp_path / "run" / "last")
+    assert stored.keys() == trainer.model.mag_state_dict().keys()
+    assert sum(t.numel() for t in stored.values()) == sum(p.numel() for p in trainer.model.trainable_parameters())
+    base, _ = load_base(base_dir)
+    loaded = load_mag(tmp_path / "run" / "last", base)  # a MAG checkpoint is also a save_mag directory
+    assert all(torch.equal(loaded.mag_state_dict()[k], stored[k]) for k in stored)
+
+    other = save_tiny_base(tmp_path / "other", layers=3)
+    with pytest.raises(AGIFormerError, match="trained on Qwen3ForCausalLM \\(hidden 32, 2 layers\\)"):
+        load_mag(tmp_path / "run" / "last", load_base(other)[0])
+    with pytest.raises(AGIFormerError, match="trained on .* not on this .*3 layers"):
+        MAGTrainer(tiny_recipe(other, steps=1), out_dir=tmp_path / "run", resume=True, progress=False)
+    with pytest.raises(AGIFormerError, match="differs from the recipe's"):
+        MAGTrainer(tiny_recipe(base_dir, steps=1, mag=dict(layers="1", window=WINDOW)), out_dir=tmp_path / "run",
+                   resume=True, progress=False)
+    with pytest.raises(AGIFormerError, match="--resume"):
+        MAGTrainer(recipe, out_dir=tmp_path / "run", progress=False)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(stages=[dict(name="memory")]), "not one of gates, queries, all"),
+    (dict(stages=[]), "at least one"),
+    (dict(base_dtype="fp16"), "base_dtype"),
+    (dict(mag=dict(layres="0")), "unknown \\[mag\\] key"),
+    (dict(mag=dict(base_num_layers=3)), "unknown \\[mag\\] key"),
+    (dict(mag=dict(window=None)), "window"),
+    (dict(data=dict(task="hash-hops")), "task"),
+    (dict(data=dict(seed=3, val_seed=3)), "val_seed"),
+    (dict(data=dict(contexts=[512])), "unknown key"),
+])
+def test_bad_recipes_are_refused_with_one_line(base_dir, change, message):
+    with pytest.raises(AGIFormerError, match=message) as error:
+        tiny_recipe(base_dir, **change)
+    assert "\n" not in str(error.value)
+
+
+def test_the_shipped_mag_recipe_loads():
+    recipe = load_mag_recipe("runs/mag/hashhop.toml")
+    assert recipe.base == "smollm2-135m" and [s.name for s in recipe.stages] == ["gates", "queries", "all"]
+    assert recipe.mag["window"] == 256 and recipe.data.context_tokens == [1024, 2048]
+
+
+# ----------------------------------------------------------------------------- recall grid and CLI
+
+
+def test_recall_grid_compares_three_systems_on_the_same_samples(base_dir, tmp_path):
+    trainer = MAGTrainer(tiny_recipe(base_dir, steps=1), out_dir=tmp_path / "run", progress=False)
+    result = evaluate_recall(trainer.model, trainer.codec, context_tokens=[CONTEXT, 600], depths=[0.0, 1.0],
+                             samples_per_cell=2, window=WINDOW)
+    assert list(result["systems"]) == ["full", "window", "mag"]
+    assert [(s["window"], s["use_memory"]) for s in result["systems"].values()] == \
+        [(None, False), (WINDOW, False), (WINDOW, True)]
+    for system in result["systems"].values():
+        grid = system["exact_match"]
+        assert len(grid) == 2 and all(len(row) == 2 for row in grid)
+        assert all(v in (0.0, 0.5, 1.0) for row in grid for v in row)
+    written = write_report(result, tmp_path / "eval")
+    assert [p.name for p in written] == ["recall.json", "recall.png"]
+    assert (tmp_path / "eval" / "recall.png").stat().st_size > 5_000
+
+    base_only, codec, opened = open_for_eval(str(base_dir))
+    assert opened["checkpoint"] is None and isinstance(codec, TextCodec)
+    plain = evaluate_recall(base_only, codec, context_tokens=[CONTEXT], depths=[0.5], samples_per_cell=1, window=WINDOW)
+    assert list(plain["systems"]) == ["full", "window"]
+    # the base systems do not depend on the MAG parameters: same samples, same answers
+    assert plain["systems"]["full"]["exact_match"][0][0] in (0.0, 1.0)
+
+
+def test_cli_trains_and_evaluates_a_run(base_dir, tmp_path, capsys):
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(f"""
+name = "tiny-mag"
+base = "{base_dir}"
+steps = 2
+lr = 0.01
+warmup_steps = 1
+base_dtype = "bf16"
+eval_every = 2
+checkpoint_every = 1
+[mag]
+layers = "1"
+window = {WINDOW}
+memory_chunk_size = 16
+[data]
+context_tokens = [{CONTEXT}]
+val_samples = 1
+[[stages]]
+name = "all"
+""")
+    run = tmp_path / "run"
+    assert main(["mag", "train", str(recipe), "--out", str(run), "--quiet", "--device", "cpu"]) == 0
+    assert json.loads((run / "recipe.json").read_text())["base_dtype"] == "bf16"
+    assert main(["mag", "eval", str(run), "--context-tokens", str(CONTEXT), "--depths", "0,1", "--samples", "1",
+                 "--out", str(tmp_path / "eval"), "--quiet", "--device", "cpu"]) == 0
+    result = json.loads((tmp_path / "eval" / "recall.json").read_text())
+    assert result["checkpoint"] == str(run / "best") and result["base_dtype"] == "bf16"
+    assert result["window"] == WINDOW  # the checkpoint's own window unless --window says otherwise
+    assert list(result["systems"]) == ["full", "window", "mag"] and result["depths"] == [0.0, 1.0]
+    out = capsys.readouterr().out
+    assert "base + MAG, window 64" in out and "recall.png" in out
+
+
+def test_cli_mistakes_are_one_line_and_exit_2(base_dir, tmp_path, capsys):
+    bad_stage = tmp_path / "bad.toml"
+    bad_stage.write_text(f'base = "{base_dir}"\nsteps = 1\n[[stages]]\nname = "everything"\n')
+    short = tmp_path / "short.toml"
+    short.write_text(f'base = "{base_dir}"\nsteps = 1\n[mag]\nwindow = 64\n[data]\ncontext_tokens = [100]\n'
+                     '[[stages]]\nname = "all"\n')
+    cases = [
+        ["mag", "train"],
+        ["mag", "train", str(tmp_path / "missing.toml")],
+        ["mag", "train", str(bad_stage)],
+        ["mag", "train", str(short), "--out", str(tmp_path / "short")],
+        ["mag", "train", str(bad_stage), "--steps", "0"],
+        ["mag", "train", str(short), "--out", str(tmp_path / "none"), "--resume"],
+        ["mag", "eval", str(tmp_path / "no-such-model")],
+        ["mag", "eval", str(base_dir), "--depths", "2"],
+        ["mag", "eval", str(base_dir), "--context-tokens", "1k"],
+        ["mag", "eval", str(base_dir), "--context-tokens", "100", "--window", str(WINDOW)],
+        ["mag", "eval", str(base_dir), "--task", "needle"],
+        ["mag", "eval", str(base_dir), "--samples", "0"],
+    ]
+    for argv in cases:
+        code = main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2, (argv, err)
+        assert len(err) == 1 and err[0].startswith("agiformer: error: "), (argv, err)
