@@ -126,13 +126,14 @@ def report(args) -> None:
         rows += [[f"{c['name']} (alone / given train)", "", "", "", "", f"{c['bpb']:.3f} / {c['conditional_bpb']:.3f}"
                   if c["bpb"] is not None and c["conditional_bpb"] is not None else (c["note"] or "—"), "", ""]
                  for c in compressors]
-        envs = {json.dumps({k: r["environment"][k] for k in ("cpu_model", "torch_version", "torch_threads")})
-                for r in results}
+        machines = sorted({"{cpu_model}, torch {torch_version}, {torch_threads} thread(s)".format(**r["environment"])
+                           for r in results})
         first = results[0]
         sections.append(
             f"## {corpus} (recipe runs/{first['recipe']})\n\n"
-            + "\n".join(f"- `{r['system']}`: {r['environment']['date_utc']} UTC, `{r['command']}`" for r in results)
-            + "\n- machine: " + "; ".join(sorted(envs)) + "\n\n"
+            + "\n".join(f"- `{r['system']}`: {r['environment']['date_utc']} UTC, commit "
+                        f"{r['environment']['git_commit']}, `{r['command']}`" for r in results)
+            + "\n- machine: " + "; ".join(machines) + "\n\n"
             + markdown_table(["system", "parameters", "steps", "bytes seen", "train time / budget (s)",
                               "test bpb", "vs agiformer", "what"], rows))
         figures[corpus] = (results, compressors)
