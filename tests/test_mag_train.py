@@ -19,6 +19,7 @@ from agiformer.cli import main  # noqa: E402
 from agiformer.errors import AGIFormerError  # noqa: E402
 from agiformer.mag import MAGConfig, MAGModel, load_mag  # noqa: E402
 from agiformer.mag.base import TextCodec, load_base  # noqa: E402
+from agiformer.mag.data import exact_match  # noqa: E402
 from agiformer.mag.eval import evaluate_recall, open_for_eval, write_report  # noqa: E402
 from agiformer.mag.recipe import MAGRecipe, load_mag_recipe  # noqa: E402
 from agiformer.mag.train import MAGTrainer, stage_parameters  # noqa: E402
@@ -202,6 +203,10 @@ def test_recall_grid_compares_three_systems_on_the_same_samples(base_dir, tmp_pa
         grid = system["exact_match"]
         assert len(grid) == 2 and all(len(row) == 2 for row in grid)
         assert all(v in (0.0, 0.5, 1.0) for row in grid for v in row)
+        # what each system said is kept; sample 0 is one of the two in cell (0, 0)
+        examples = system["examples"]
+        assert len(examples) == 3 and all(isinstance(e["output"], str) and e["answer"] for e in examples)
+        assert (grid[0][0] >= 0.5) if exact_match(examples[0]["answer"], examples[0]["output"]) else (grid[0][0] <= 0.5)
     written = write_report(result, tmp_path / "eval")
     assert [p.name for p in written] == ["recall.json", "recall.png"]
     assert (tmp_path / "eval" / "recall.png").stat().st_size > 5_000

@@ -30,15 +30,23 @@ from agiformer.serialization import atomic_write_text, read_json
 DEFAULT_SEED = 2  # training samples use seed 0 and validation seed 1 by default: the grid is a third draw
 
 
-def recalls(model: MAGModel, codec: TextCodec, sample: dict, *, window: int | None, use_memory: bool) -> bool:
-    """Whether greedy decoding after the sample's prompt gives its answer. Two tokens beyond the
-    answer's own count: room for another split of the same text, and for exact_match to see that the
-    answer does not run on."""
+EXAMPLES_KEPT = 3  # per system, in the JSON: what the model said, not only whether it was right
+
+
+def continuation(model: MAGModel, codec: TextCodec, sample: dict, *, window: int | None, use_memory: bool) -> str:
+    """The text greedy decoding gives after the sample's prompt: two tokens beyond the answer's own
+    count, room for another split of the same text, and for exact_match to see that the answer does
+    not run on."""
     prompt, answer = encode_sample(sample, codec)
     ids = torch.tensor([prompt], device=model.base.device)
     out = model.greedy_generate(ids, len(answer) + 2, window=window, use_memory=use_memory,
                                 eos_token_id=codec.eos_token_id)
-    return exact_match(sample["answer"], codec.decode(out[0, len(prompt):].tolist()))
+    return codec.decode(out[0, len(prompt):].tolist())
+
+
+def recalls(model: MAGModel, codec: TextCodec, sample: dict, *, window: int | None, use_memory: bool) -> bool:
+    """Whether greedy decoding after the sample's prompt gives its answer."""
+    return exact_match(sample["answer"], continuation(model, codec, sample, window=window, use_memory=use_memory))
 
 
 def systems(model: MAGModel, window: int) -> dict[str, dict]:
@@ -63,6 +71,7 @@ def evaluate_recall(model: MAGModel, tokenizer, *, task: str = "hash-hop", conte
                                tokenizer=codec, hops=hops, depths=depth_list)
     compared = systems(model, window)
     correct = {name: [[0] * len(depth_list) for _ in lengths] for name in compared}
+    examples = {name: [] for name in compared}
     was_training = model.training
     model.eval()
     from tqdm import tqdm
@@ -70,15 +79,19 @@ def evaluate_recall(model: MAGModel, tokenizer, *, task: str = "hash-hop", conte
     for index, sample in enumerate(tqdm(samples, desc="recall", unit="sample", disable=not progress)):
         row, column = divmod(index % cells, len(depth_list))
         for name, system in compared.items():
-            correct[name][row][column] += recalls(model, codec, sample, window=system["window"],
-                                                  use_memory=system["use_memory"])
+            said = continuation(model, codec, sample, window=system["window"], use_memory=system["use_memory"])
+            correct[name][row][column] += exact_match(sample["answer"], said)
+            if index < EXAMPLES_KEPT:
+                examples[name].append({"answer": sample["answer"], "output": said,
+                                       "context_tokens": sample["prompt_tokens"]})
     model.train(was_training)
     return {
         "task": task, "hops": samples[0]["metadata"]["hops"], "window": window, "context_tokens": lengths,
         "depths": depth_list, "samples_per_cell": samples_per_cell, "seed": seed, "tokenizer": codec.__name__,
         "base_identity": list(model.config.base_identity()), "mag_layers": model.config.layers,
         "systems": {name: {**system, "exact_match": [[n / samples_per_cell for n in row] for row in correct[name]],
-                           "overall": sum(map(sum, correct[name])) / (samples_per_cell * cells)}
+                           "overall": sum(map(sum, correct[name])) / (samples_per_cell * cells),
+                           "examples": examples[name]}
                     for name, system in compared.items()},
     }
 
