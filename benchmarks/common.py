@@ -51,6 +51,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 CPU_MEMORY_TEXT = {"dispatch": "new tensor storages tracked op by op with a TorchDispatchMode",
                    "profiler": "torch.profiler allocator events"}
 MiB = 2 ** 20
+CONTEXT_AXIS = "context (bytes, log scale)"
 GB = 1e9
 
 
@@ -474,7 +475,8 @@ def write_text(path: Path, text: str) -> None:
     path.write_text(text if text.endswith("\n") else text + "\n")
 
 
-def plot_loglog(path: Path, title: str, panels: Sequence[dict]) -> bool:
+def plot_loglog(path: Path, title: str, panels: Sequence[dict],
+                xlabel: str = "sequence length L (positions, log scale)") -> bool:
     """One PNG, one log-log panel per entry of `panels`.
 
     A panel is {"ylabel": str, "series": {label: {"x": [...], "y": [...], "style": {...}}},
@@ -512,7 +514,7 @@ def plot_loglog(path: Path, title: str, panels: Sequence[dict]) -> bool:
             ticks = sorted(set(all_x))
             ax.set_xticks(ticks, [f"{int(t)}" for t in ticks], rotation=45 if len(ticks) > 5 else 0)
             ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xlabel("sequence length L (positions, log scale)")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(panel["ylabel"] + " (log scale)")
         ax.grid(True, which="both", linestyle=":", linewidth=0.5, alpha=0.6)
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)

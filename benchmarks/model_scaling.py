@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -23,7 +24,7 @@ from agiformer import AGIFormer, AGIFormerConfig
 from agiformer.models import ByteGPT, ByteGPTConfig
 from benchmarks.common import (
     add_common_args, autocast, command_line, environment, environment_markdown, finish_environment, fmt_mib, fmt_ms,
-    loglog_slope,
+    CONTEXT_AXIS, loglog_slope,
     markdown_table, peak_memory_bytes, plot_loglog, powers_of_two, resolve_args, timed_case, write_json, write_text,
 )
 
@@ -121,15 +122,20 @@ def main() -> None:
                                                  "parameters": params,
                                                  "results": results, "slopes": slopes})
     write_text(args.out / "model_scaling.md", text)
+    plot(results, args.out / "model_scaling.png")
+    print(text)
+
+
+def plot(results: dict, path: Path) -> None:
+    """Time and peak memory against context, log-log, from the JSON's "results"."""
     def series(key):
         return {n: {"x": [r["length"] for r in s if "time_s" in r], "y": [r[key] for r in s if "time_s" in r]}
                 for n, s in results.items()}
 
-    plot_loglog(args.out / "model_scaling.png", "one training step against context (batch 1, bf16)", [
+    plot_loglog(path, "one training step against context (batch 1, bf16)", [
         {"title": "time per step", "ylabel": "seconds", "series": series("time_s"), "reference_slopes": [1, 2]},
         {"title": "peak tensor memory", "ylabel": "bytes", "series": series("peak_bytes"), "reference_slopes": [1]},
-    ])
-    print(text)
+    ], xlabel=CONTEXT_AXIS)
 
 
 if __name__ == "__main__":
