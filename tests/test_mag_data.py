@@ -23,6 +23,7 @@ from agiformer.mag.data import (
     format_prompt,
     generate_sample,
     generate_samples,
+    hash_hop_query,
     read_jsonl,
     summary,
     validate_sample,
@@ -118,7 +119,8 @@ def test_multi_hop_hash_chain_every_hop_beyond_the_window(hops):
         meta = s["metadata"]
         assert len(meta["needle_spans"]) == hops and len(meta["chain"]) == hops + 1
         assert all(end <= s["prompt_tokens"] - WINDOW for _, end in meta["needle_spans"])
-        assert s["query"] == f"\nhop {hops} from {meta['chain'][0]}:"
+        assert s["query"] == hash_hop_query(hops, meta["chain"][0], meta["demos"])
+        assert s["query"].endswith(f"hop {hops} from {meta['chain'][0]}:") and len(meta["demos"]) >= 1  # 4 hops of bytes: 1-2 fit
         lines = s["context"].split("\n")
         assert lines[-1] == ""
         pairs = [line.split(" = ") for line in lines[:-1]]
@@ -134,6 +136,38 @@ def test_multi_hop_hash_chain_every_hop_beyond_the_window(hops):
             assert s["context"][c0:c1] == line
             current = assigned[current]
         assert s["answer"] == f" {current}"
+
+
+def test_hash_hop_demonstrations_follow_chains_inside_the_window(curricula):
+    samples = curricula["hash-hop"] + generate_samples("hash-hop", 6, seed=2, context_tokens=LENGTHS, hops=2)
+    for s in samples:
+        meta, prompt = s["metadata"], format_prompt(s)
+        hops, answer = meta["hops"], s["answer"][1:]
+        assert len(meta["demos"]) == 3  # window 256 bytes: room for three
+        demo_lines = s["query"].split("\n")[1:-1]
+        assert demo_lines == [f"hop {hops} from {d[0]}: {d[-1]}" for d in meta["demos"]]
+        assert len(prompt.encode()) - WINDOW <= meta["demo_token_start"] == len(prompt[:meta["demo_chars_start"]].encode())
+        assert meta["demo_token_start"] >= s["needle_token_end"]
+        tail = s["context"][meta["demo_chars_start"]:].split("\n")[:-1]
+        assigned = dict(line.split(" = ") for line in tail)  # only the context's last lines
+        assert len(tail) == hops * len(meta["demos"])
+        for demo in meta["demos"]:
+            assert answer not in demo and not set(demo) & set(meta["chain"])
+            current = demo[0]
+            for _ in range(hops):
+                current = assigned[current]
+            assert current == demo[-1]
+        assert len(_occurrences(prompt, answer)) == 1
+    bad = json.loads(json.dumps(samples[0]))
+    bad["query"] = bad["query"].replace(f": {bad['metadata']['demos'][0][-1]}\n", f": {bad['metadata']['demos'][1][-1]}\n")
+    with pytest.raises(InvalidSample):
+        validate_sample(bad)
+    far = json.loads(json.dumps(samples[0]))
+    far["metadata"]["window"] = far["prompt_tokens"] - far["metadata"]["demo_token_start"] - 1
+    with pytest.raises(InvalidSample, match="demonstration"):
+        validate_sample(far)
+    tiny = generate_sample("hash-hop", 0, context_tokens=1024, window=64)  # no room for a demonstration
+    assert tiny["metadata"]["demos"] == [] and tiny["query"] == f"\nhop 1 from {tiny['metadata']['chain'][0]}:"
 
 
 def test_dependency_names_are_unique_per_sample(curricula):

