@@ -275,7 +275,8 @@ def cmd_mag(args) -> None:
         from agiformer.mag.data import format_summary, generate_samples, summary, write_jsonl
 
         samples = generate_samples(args.task, args.samples, seed=args.seed, context_tokens=args.context_tokens,
-                                   window=args.window, tokenizer=args.tokenizer, hops=args.hops, depths=args.depth)
+                                   window=args.window, tokenizer=args.tokenizer, hops=args.hops, depths=args.depth,
+                                   recalls=args.recalls)
         write_jsonl(samples, args.out)
         print(f"wrote {args.out}: " + format_summary(summary(samples)))
     elif args.mag_command == "train":
@@ -453,6 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     mag_data.add_argument("--window", type=_positive_int, default=256,
                           help="attention window in tokens: every needle lies beyond it (default: 256)")
     mag_data.add_argument("--hops", type=_positive_int, help="chain length (default: 1 for hash-hop, 2 for dependency)")
+    mag_data.add_argument("--recalls", type=int, default=0, metavar="R",
+                          help="hash-hop: R answered queries about other chains beyond the window open the query, "
+                               "extra training targets (default: 0, the evaluation format)")
     mag_data.add_argument("--depth", type=_probability_list, metavar="D[,D...]",
                           help="needle depth(s) in [0, 1], cycled with the lengths as a grid (default: drawn per sample)")
     mag_data.add_argument("--tokenizer", choices=["bytes", "smollm2-135m"], default="bytes",

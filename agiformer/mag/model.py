@@ -194,7 +194,7 @@ class MAGLayer(nn.Module):
         super().__init__()
         self.memory = NeuralMemory(dim=hidden, heads=config.memory_heads, depth=config.memory_depth,
                                    chunk_size=config.memory_chunk_size, grad_chunks=config.grad_chunks,
-                                   max_lr=config.max_lr)
+                                   max_lr=config.max_lr, conv_kernel=config.memory_conv_kernel)
         self.memory_norm = nn.LayerNorm(hidden)
         self.gate = nn.Linear(hidden, hidden)
         nn.init.zeros_(self.gate.weight)

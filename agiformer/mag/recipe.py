@@ -14,6 +14,7 @@ optimisation (`runs/mag/hashhop.toml`; not in runs/ itself, whose *.toml are byt
     [data]
     task = "hash-hop"
     context_tokens = [1024, 2048]       # cycled over the samples
+    recalls = 8                         # hash-hop: answered far queries per sample, more targets per step
 
     [[stages]]                          # which MAG parameters train, by share of the steps
     name = "gates"
@@ -52,6 +53,7 @@ class MAGData:
     task: str = "hash-hop"
     context_tokens: list[int] = field(default_factory=lambda: [1024, 2048])  # sample i has context_tokens[i % n]
     hops: int | None = None             # None: the task's default
+    recalls: int = 0                    # hash-hop: answered queries about other far chains opening each query
     seed: int = 0                       # training sample i is generate_sample(task, i, seed=seed, ...)
     val_seed: int = 1                   # validation samples come from their own seed, never from training's
     val_samples: int = 32
@@ -112,6 +114,8 @@ class MAGRecipe(Schedule):
             raise AGIFormerError(f"{where}: [data] task must be one of {', '.join(TASKS)}, got {data.task!r}")
         if not data.context_tokens or not all(isinstance(n, int) and n > 0 for n in data.context_tokens):
             raise AGIFormerError(f"{where}: [data] context_tokens must be a list of token counts like [1024, 2048]")
+        if data.recalls < 0 or data.recalls and data.task != "hash-hop":
+            raise AGIFormerError(f"{where}: [data] recalls must be ≥ 0, and only hash-hop has them")
         if data.val_samples < 1:
             raise AGIFormerError(f"{where}: [data] val_samples must be ≥ 1, got {data.val_samples}")
         if data.val_seed == data.seed:

@@ -3,7 +3,9 @@
 Step s trains on samples s·B … s·B + B − 1 of `generate_sample(task, i, seed=data.seed, ...)`,
 generated on the fly (sample i has context_tokens[i % n] tokens and a needle depth drawn from i), so
 the data needs no state. The sequence is prompt + answer; the loss is the cross-entropy of the answer
-tokens only, in fp32. The stage of step s (`recipe.stage_at(s)`) says which MAG parameters train:
+tokens only, in fp32, and, with `[data] recalls = R` (hash-hop), of the R recall answers that open
+the query too: R + 1 lookups beyond the window per sequence for ~R·20 more tokens. The stage of step
+s (`recipe.stage_at(s)`) says which MAG parameters train:
 the others get requires_grad=False for that step and so no gradient, and AdamW leaves a parameter
 without a gradient untouched (no moment update, no weight decay). Since the stage, the learning rate
 and the samples are functions of the step, and the weights, AdamW's moments and the RNG are in the
@@ -27,7 +29,7 @@ import torch.nn.functional as F
 from agiformer.errors import AGIFormerError
 from agiformer.mag.base import TextCodec, load_base
 from agiformer.mag.config import MAGConfig
-from agiformer.mag.data import encode_sample, generate_sample, generate_samples
+from agiformer.mag.data import answer_targets, encode_sample, generate_sample, generate_samples
 from agiformer.mag.eval import recalls
 from agiformer.mag.model import MAGModel, check_trained_on
 from agiformer.mag.recipe import STAGES, MAGRecipe
@@ -36,15 +38,18 @@ from agiformer.train.loop import TrainingLoop
 from agiformer.train.trainer import optimizer_for
 
 
-def answer_loss(model: MAGModel, prompt: list[int], answer: list[int]) -> tuple[torch.Tensor, int]:
-    """Mean cross-entropy (nats, fp32) of the answer tokens after the prompt, teacher-forced, and how
-    many of them are the argmax. The input is prompt + answer[:-1]: the last answer token is only
-    predicted, and only the answer's positions go through the head."""
-    ids = torch.tensor([prompt + answer[:-1]], device=model.base.device)
-    logits, _ = model(ids, logits_to_keep=len(answer))
-    logits = logits[0].float()
-    target = torch.tensor(answer, device=logits.device)
-    return F.cross_entropy(logits, target), int((logits.argmax(-1) == target).sum())
+def answer_loss(model: MAGModel, tokens: list[int], spans: list[tuple[int, int]]) -> tuple[torch.Tensor, int, int]:
+    """Mean cross-entropy (nats, fp32) of the tokens in `spans` ([start, end) into `tokens`, each
+    predicted from the tokens before it, teacher-forced), how many of them are the argmax, and how
+    many there are. The input is tokens[:-1]; only positions from the first target on go through
+    the head."""
+    ids = torch.tensor([tokens[:-1]], device=model.base.device)
+    first = min(start for start, _ in spans)
+    logits, _ = model(ids, logits_to_keep=len(tokens) - first)
+    rows = torch.cat([torch.arange(start, end) for start, end in spans]) - first
+    logits = logits[0, rows].float()
+    target = torch.tensor(tokens, device=logits.device)[rows + first]
+    return F.cross_entropy(logits, target), int((logits.argmax(-1) == target).sum()), len(rows)
 
 
 def stage_parameters(model: MAGModel, stage: str) -> dict[str, torch.nn.Parameter]:
@@ -90,7 +95,8 @@ class MAGTrainer(TrainingLoop):
     def train_sample(self, index: int) -> dict:
         data = self.recipe.data
         return generate_sample(data.task, index, seed=data.seed, window=self.config.window, tokenizer=self.codec,
-                               context_tokens=data.context_tokens[index % len(data.context_tokens)], hops=data.hops)
+                               context_tokens=data.context_tokens[index % len(data.context_tokens)], hops=data.hops,
+                               recalls=data.recalls)
 
     def set_stage(self, stage: str) -> list[torch.nn.Parameter]:
         """requires_grad on the stage's parameters only; returns them."""
@@ -107,15 +113,15 @@ class MAGTrainer(TrainingLoop):
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
-        batch = [encode_sample(self.train_sample(step * recipe.batch_size + i), self.codec)
+        batch = [answer_targets(self.train_sample(step * recipe.batch_size + i), self.codec)
                  for i in range(recipe.batch_size)]
-        answer_tokens = sum(len(answer) for _, answer in batch)
+        answer_tokens = sum(end - start for _, spans in batch for start, end in spans)
         loss_sum, correct = 0.0, 0
-        for prompt, answer in batch:
-            loss, right = answer_loss(self.model, prompt, answer)
+        for tokens, spans in batch:
+            loss, right, count = answer_loss(self.model, tokens, spans)
             # the mean over the batch's answer tokens, one sequence at a time (their lengths differ)
-            (loss * (len(answer) / answer_tokens)).backward()
-            loss_sum += loss.item() * len(answer)
+            (loss * (count / answer_tokens)).backward()
+            loss_sum += loss.item() * count
             correct += right
         grad_norm = torch.nn.utils.clip_grad_norm_(trained, recipe.grad_clip).item()
         train_loss = loss_sum / answer_tokens
@@ -124,7 +130,8 @@ class MAGTrainer(TrainingLoop):
         self.optimizer.zero_grad(set_to_none=True)
         return {"kind": "train", "step": step + 1, "stage": stage.name, "lr": lr, "train_answer_loss": train_loss,
                 "train_answer_bits": train_loss / math.log(2), "train_answer_accuracy": correct / answer_tokens,
-                "grad_norm": grad_norm, "tokens": sum(len(p) + len(a) - 1 for p, a in batch)}
+                "answer_tokens": answer_tokens,
+                "grad_norm": grad_norm, "tokens": sum(len(tokens) - 1 for tokens, _ in batch)}
 
     def count_step(self, row: dict, seconds: float) -> None:
         self.state["tokens_seen"] += row["tokens"]
@@ -138,11 +145,10 @@ class MAGTrainer(TrainingLoop):
         self.model.eval()
         loss_sum, correct, answer_tokens, exact = 0.0, 0, 0, 0
         for sample in self.val_samples:
-            prompt, answer = encode_sample(sample, self.codec)
-            loss, right = answer_loss(self.model, prompt, answer)
-            loss_sum += loss.item() * len(answer)
+            loss, right, count = answer_loss(self.model, *answer_targets(sample, self.codec))
+            loss_sum += loss.item() * count
             correct += right
-            answer_tokens += len(answer)
+            answer_tokens += count
             exact += recalls(self.model, self.codec, sample, window=self.config.window, use_memory=True)
         self.model.train()
         loss = loss_sum / answer_tokens

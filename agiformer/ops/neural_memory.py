@@ -40,11 +40,14 @@ Weights = tuple[Tensor, ...]
 class NeuralMemoryState(NamedTuple):
     """weights, momentum: per layer, (N, fan_in, fan_out). pending: (k, v, lr) of the tokens of
     an incomplete trailing chunk, (N, P, ·) with 0 < P < C, or None. They are read already and
-    are written once their chunk fills, so a stream cut anywhere continues exactly."""
+    are written once their chunk fills, so a stream cut anywhere continues exactly. recent: what a
+    layer around the scan needs of the last inputs (`NeuralMemory`'s short convolution), or None;
+    the scan passes it through untouched, so one value is the whole state."""
 
     weights: Weights
     momentum: Weights
     pending: tuple[Tensor, Tensor, Tensor] | None = None
+    recent: Tensor | None = None
 
 
 def _compute_dtype(*tensors: Tensor) -> torch.dtype:
@@ -110,7 +113,7 @@ def neural_memory_scan(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, momentum: Te
     if grad_chunks is not None and grad_chunks < 1:
         raise AGIFormerError(f"neural memory grad_chunks must be ≥ 1 or None, got {grad_chunks}")
     C = chunk_size
-    weights, mom, pending = state
+    weights, mom, pending = state.weights, state.momentum, state.pending
     dtype = _compute_dtype(q, k, v, *weights)
     with torch.autocast(q.device.type, enabled=False):
         q, k, v, lr, momentum, decay = (t.to(dtype) for t in (q, k, v, lr, momentum, decay))
@@ -142,7 +145,7 @@ def neural_memory_scan(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, momentum: Te
             outs.append(memory_apply(weights, q_chunks[n_full]))
             pending = (k_chunks[n_full], v_chunks[n_full], lr_chunks[n_full])
         y = torch.cat(outs, dim=1)[:, P:] if outs else v[:, :0]
-    return y, NeuralMemoryState(weights, mom, pending)
+    return y, NeuralMemoryState(weights, mom, pending, state.recent)
 
 
 # ----------------------------------------------------------------------------- references

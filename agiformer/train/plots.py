@@ -43,9 +43,9 @@ def plot_curves(metrics_path: Path, png_path: Path, *, title: str, x: str = "byt
         if row["stage"] != previous["stage"]:
             ax.axvline(row[x] * x_scale, color="gray", linestyle="--", linewidth=1)
     stage_starts = [train_rows[0]] + [r for p, r in zip(train_rows, train_rows[1:]) if r["stage"] != p["stage"]]
-    for row in stage_starts:
+    for n, row in enumerate(stage_starts):  # labels step down in turn, so short stages do not overprint
         label = row["stage"] + (f" (α={row['plasticity']})" if "plasticity" in row else "")
-        ax.annotate(label, (row[x] * x_scale, 1.0), xycoords=("data", "axes fraction"), xytext=(4, -14),
+        ax.annotate(label, (row[x] * x_scale, 1.0), xycoords=("data", "axes fraction"), xytext=(4, -14 - 11 * (n % 3)),
                     textcoords="offset points", fontsize=8, color="dimgray")
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)

@@ -1,0 +1,163 @@
+"""Where MAG's recall breaks: does a memory's query find the needle's key, and does its read bring
+the needle's token back? Per MAG layer, on single-hop hash-hop prompts (the evaluation format), for
+every answer token j (predicted at position p = answer start − 1 + j, teacher-forced):
+
+    key top-1    the key of a needle position holding answer token j is the most similar (cosine) to
+                 p's query of all keys beyond the window: what attention's argmax would retrieve
+    read top-1   of all values stored beyond the window, the one whose output (out_proj of the
+                 unit value) is most similar to the memory's output at p holds token j: what the
+                 memory's read actually brings back
+
+Keys, queries and values are the layer's own (`NeuralMemory.project`, unit-normalised per head).
+A fresh model (a base name or directory) measures the memory as initialised; a trained run
+(out/NAME) measures what training made of it. Also reported: the floor of the answer loss for a model
+that knows the format but not the hash, the mean over answer positions of the entropy of the token
+found there, over 3,000 random " <hash>" answers (a loss at that level has learned nothing per sample).
+
+    python -m benchmarks.mag_lookup                      # SmolLM2 + fresh MAG layers 8,12,16,20,24
+    python -m benchmarks.mag_lookup out/mag-hashhop      # the trained run
+
+Writes docs/results/mag_lookup[_NAME].{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from agiformer.mag.base import TextCodec, load_base
+from agiformer.mag.config import MAGConfig
+from agiformer.mag.data import HASH_ALPHABET, HASH_LENGTH, answer_targets, generate_samples
+from agiformer.mag.eval import DEFAULT_SEED, find_mag_checkpoint, open_for_eval
+from agiformer.mag.model import MAGModel
+from benchmarks.common import (
+    RESULTS_DIR, command_line, environment, environment_markdown, finish_environment, log, markdown_table, write_json,
+    write_text,
+)
+
+
+def unit_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(L, H·E) → the same with each head's E-vector unit length (as the memory normalises them)."""
+    L, D = x.shape
+    return F.normalize(x.view(L, heads, D // heads), dim=-1).view(L, D)
+
+
+def layer_lookup(layer, x: torch.Tensor, output: torch.Tensor, tokens: list[int], answer: tuple[int, int],
+                 needle: tuple[int, int], window: int) -> tuple[int, int, int]:
+    """(key top-1 hits, read top-1 hits, answer tokens) for one prompt at one MAG layer: x (L, dim)
+    the memory's input, output (L, dim) its output."""
+    memory = layer.memory
+    with torch.no_grad():
+        (q, k, v), _ = memory.project(x[None])
+        q, k, v = (unit_heads(t[0], memory.heads) for t in (q, k, v))
+        stored = F.normalize(memory.out_proj(v), dim=-1)
+    key_hits = read_hits = count = 0
+    for j in range(answer[1] - answer[0]):
+        p, target = answer[0] - 1 + j, tokens[answer[0] + j]
+        holders = [t for t in range(*needle) if tokens[t] == target]
+        if not holders:
+            continue
+        beyond = p - window + 1  # positions 0 … p − W are outside p's window
+        count += 1
+        keys = k[:beyond] @ q[p]
+        key_hits += int(keys.argmax().item() in holders)
+        read = stored[:beyond] @ F.normalize(output[p], dim=0)
+        read_hits += int(tokens[read.argmax().item()] == target)
+    return key_hits, read_hits, count
+
+
+def format_entropy(codec: TextCodec, answers: int = 3000, seed: int = 0) -> float:
+    """Mean over answer-token positions (a position counting once per answer that has it) of the
+    entropy, in nats, of the token at that position of random hash-hop answers."""
+    rng = random.Random(seed)
+    counts: dict[int, Counter] = {}
+    for _ in range(answers):
+        for position, token in enumerate(codec(" " + "".join(rng.choices(HASH_ALPHABET, k=HASH_LENGTH)))):
+            counts.setdefault(position, Counter())[token] += 1
+    total = sum(sum(c.values()) for c in counts.values())
+    return sum(-sum(n * math.log(n / sum(c.values())) for n in c.values()) for c in counts.values()) / total
+
+
+def measure(model: MAGModel, codec: TextCodec, samples: list[dict]) -> dict:
+    captured: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    hooks = [layer.memory.register_forward_hook(
+        lambda module, inputs, out, name=name: captured.__setitem__(name, (inputs[0][0].detach(), out[0][0].detach())))
+        for name, layer in model.mag.items()]
+    totals = {name: [0, 0, 0] for name in model.mag}
+    try:
+        for sample in samples:
+            tokens, spans = answer_targets(sample, codec)
+            with torch.no_grad():
+                model(torch.tensor([tokens[:-1]], device=model.base.device))
+            for name, (x, output) in captured.items():
+                hits = layer_lookup(model.mag[name], x, output, tokens, spans[-1],
+                                    (sample["needle_token_start"], sample["needle_token_end"]), model.config.window)
+                totals[name] = [a + b for a, b in zip(totals[name], hits)]
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {name: {"key_top1": key / count, "read_top1": read / count, "answer_tokens": count}
+            for name, (key, read, count) in totals.items()}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", nargs="?", default="smollm2-135m",
+                        help="a trained MAG run or checkpoint, or a base to give fresh MAG layers "
+                             "(default: smollm2-135m)")
+    parser.add_argument("--layers", default="8,12,16,20,24",
+                        help="MAG layers of a fresh model (default: 8,12,16,20,24)")
+    parser.add_argument("--window", type=int, default=256, help="window of a fresh model (default: 256)")
+    parser.add_argument("--context-tokens", type=int, default=1024)
+    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0, help="initialises a fresh model's MAG layers (default: 0)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--out", type=Path, help="output stem (default: docs/results/mag_lookup[_RUN])")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.time()
+    env = environment(torch.device("cpu"))
+    path = Path(args.model)
+    trained = path.is_dir() and find_mag_checkpoint(path) is not None
+    if trained:
+        model, codec, opened = open_for_eval(args.model)
+        what = f"trained: {opened['checkpoint']}"
+    else:
+        base, tokenizer = load_base(args.model)
+        torch.manual_seed(args.seed)
+        model = MAGModel(base, MAGConfig.for_base(base, layers=args.layers, window=args.window)).eval()
+        codec = TextCodec(tokenizer, name=Path(args.model).name)
+        what = f"fresh MAG layers {model.config.layers} (seed {args.seed})"
+    log(f"mag_lookup: {what}, {args.samples} hash-hop prompts of {args.context_tokens} tokens")
+    samples = generate_samples("hash-hop", args.samples, seed=DEFAULT_SEED, context_tokens=args.context_tokens,
+                               window=model.config.window, tokenizer=codec)
+    layers = measure(model, codec, samples)
+    floor = format_entropy(codec)
+    finish_environment(env, started)
+    result = {"model": what, "window": model.config.window, "context_tokens": args.context_tokens,
+              "samples": args.samples, "memory_depth": model.config.memory_depth, "layers": layers,
+              "format_entropy_nats": floor,
+              "command": command_line("mag_lookup", argv), "environment": env}
+    stem = args.out or RESULTS_DIR / ("mag_lookup" + (f"_{path.name}" if trained else ""))
+    write_json(stem.with_suffix(".json"), result)
+    table = markdown_table(["MAG layer", "key top-1", "read top-1", "answer tokens"],
+                           [[name, f"{100 * r['key_top1']:.0f} %", f"{100 * r['read_top1']:.0f} %", r["answer_tokens"]]
+                            for name, r in layers.items()])
+    write_text(stem.with_suffix(".md"), f"# MAG lookup: {what}\n\n`{result['command']}`\n\n{args.samples} single-hop "
+               f"hash-hop prompts of {args.context_tokens} tokens, window {model.config.window}, memory depth "
+               f"{model.config.memory_depth}.\n\n{table}\n\nAnswer loss of a model that knows only the format: "
+               f"{floor:.2f} nats/token.\n\n{environment_markdown(env)}\n")
+    print(table)
+    print(f"format-only answer loss: {floor:.2f} nats/token")
+
+
+if __name__ == "__main__":
+    main()
