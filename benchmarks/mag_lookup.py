@@ -7,6 +7,10 @@ every answer token j (predicted at position p = answer start − 1 + j, teacher-
     read top-1   of all values stored beyond the window, the one whose output (out_proj of the
                  unit value) is most similar to the memory's output at p holds token j: what the
                  memory's read actually brings back
+    ridge top-1  the same for the best linear map from these keys to these values, the least-squares
+                 W = argmin Σ‖W k_t − v_t‖² + λ‖W‖² over the stored pairs (λ = 1e-2): the read a
+                 depth-1 memory could give if its writes converged; below key top-1 when the
+                 pairs outnumber what one d × d map can hold apart
 
 Keys, queries and values are the layer's own (`NeuralMemory.project`, unit-normalised per head).
 A fresh model (a base name or directory) measures the memory as initialised; a trained run
@@ -49,16 +53,23 @@ def unit_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     return F.normalize(x.view(L, heads, D // heads), dim=-1).view(L, D)
 
 
+RIDGE = 1e-2
+
+
 def layer_lookup(layer, x: torch.Tensor, output: torch.Tensor, tokens: list[int], answer: tuple[int, int],
-                 needle: tuple[int, int], window: int) -> tuple[int, int, int]:
-    """(key top-1 hits, read top-1 hits, answer tokens) for one prompt at one MAG layer: x (L, dim)
+                 needle: tuple[int, int], window: int) -> tuple[int, int, int, int]:
+    """(key, read and ridge top-1 hits, answer tokens) for one prompt at one MAG layer: x (L, dim)
     the memory's input, output (L, dim) its output."""
     memory = layer.memory
     with torch.no_grad():
         (q, k, v), _ = memory.project(x[None])
-        q, k, v = (unit_heads(t[0], memory.heads) for t in (q, k, v))
-        stored = F.normalize(memory.out_proj(v), dim=-1)
-    key_hits = read_hits = count = 0
+        q, k, v = (unit_heads(t[0], memory.heads).double() for t in (q, k, v))
+        stored = F.normalize(memory.out_proj(v.to(output.dtype)), dim=-1)
+        # the least-squares map over the pairs every answer position sees beyond its window
+        seen = answer[0] - window
+        keys, values = k[:seen], v[:seen]
+        ridge = torch.linalg.solve(keys.T @ keys + RIDGE * torch.eye(keys.shape[1], dtype=keys.dtype), keys.T @ values)
+    key_hits = read_hits = ridge_hits = count = 0
     for j in range(answer[1] - answer[0]):
         p, target = answer[0] - 1 + j, tokens[answer[0] + j]
         holders = [t for t in range(*needle) if tokens[t] == target]
@@ -70,7 +81,9 @@ def layer_lookup(layer, x: torch.Tensor, output: torch.Tensor, tokens: list[int]
         key_hits += int(keys.argmax().item() in holders)
         read = stored[:beyond] @ F.normalize(output[p], dim=0)
         read_hits += int(tokens[read.argmax().item()] == target)
-    return key_hits, read_hits, count
+        best = values @ F.normalize(q[p] @ ridge, dim=0)
+        ridge_hits += int(tokens[best.argmax().item()] == target)
+    return key_hits, read_hits, ridge_hits, count
 
 
 def format_entropy(codec: TextCodec, answers: int = 3000, seed: int = 0) -> float:
@@ -90,7 +103,7 @@ def measure(model: MAGModel, codec: TextCodec, samples: list[dict]) -> dict:
     hooks = [layer.memory.register_forward_hook(
         lambda module, inputs, out, name=name: captured.__setitem__(name, (inputs[0][0].detach(), out[0][0].detach())))
         for name, layer in model.mag.items()]
-    totals = {name: [0, 0, 0] for name in model.mag}
+    totals = {name: [0, 0, 0, 0] for name in model.mag}
     try:
         for sample in samples:
             tokens, spans = answer_targets(sample, codec)
@@ -103,8 +116,9 @@ def measure(model: MAGModel, codec: TextCodec, samples: list[dict]) -> dict:
     finally:
         for hook in hooks:
             hook.remove()
-    return {name: {"key_top1": key / count, "read_top1": read / count, "answer_tokens": count}
-            for name, (key, read, count) in totals.items()}
+    return {name: {"key_top1": key / count, "read_top1": read / count, "ridge_top1": ridge / count,
+                   "answer_tokens": count}
+            for name, (key, read, ridge, count) in totals.items()}
 
 
 def main(argv=None) -> None:
@@ -148,9 +162,9 @@ def main(argv=None) -> None:
               "command": command_line("mag_lookup", argv), "environment": env}
     stem = args.out or RESULTS_DIR / ("mag_lookup" + (f"_{path.name}" if trained else ""))
     write_json(stem.with_suffix(".json"), result)
-    table = markdown_table(["MAG layer", "key top-1", "read top-1", "answer tokens"],
-                           [[name, f"{100 * r['key_top1']:.0f} %", f"{100 * r['read_top1']:.0f} %", r["answer_tokens"]]
-                            for name, r in layers.items()])
+    table = markdown_table(["MAG layer", "key top-1", "read top-1", "ridge top-1", "answer tokens"],
+                           [[name] + [f"{100 * r[key]:.0f} %" for key in ("key_top1", "read_top1", "ridge_top1")]
+                            + [r["answer_tokens"]] for name, r in layers.items()])
     write_text(stem.with_suffix(".md"), f"# MAG lookup: {what}\n\n`{result['command']}`\n\n{args.samples} single-hop "
                f"hash-hop prompts of {args.context_tokens} tokens, window {model.config.window}, memory depth "
                f"{model.config.memory_depth}.\n\n{table}\n\nAnswer loss of a model that knows only the format: "
