@@ -12,7 +12,7 @@ every answer token j (predicted at position p = answer start − 1 + j, teacher-
                  depth-1 memory could give if its writes converged; below key top-1 when the
                  pairs outnumber what one d × d map can hold apart
 
-Keys, queries and values are the layer's own (`NeuralMemory.project`, unit-normalised per head).
+Keys, queries and values are the layer's own (`NeuralMemory.unit_projections`).
 A fresh model (a base name or directory) measures the memory as initialised; a trained run
 (out/NAME) measures what training made of it. Also reported: the floor of the answer loss for a model
 that knows the format but not the hash, the mean over answer positions of the entropy of the token
@@ -47,12 +47,6 @@ from benchmarks.common import (
 )
 
 
-def unit_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """(L, H·E) → the same with each head's E-vector unit length (as the memory normalises them)."""
-    L, D = x.shape
-    return F.normalize(x.view(L, heads, D // heads), dim=-1).view(L, D)
-
-
 RIDGE = 1e-2
 
 
@@ -62,8 +56,8 @@ def layer_lookup(layer, x: torch.Tensor, output: torch.Tensor, tokens: list[int]
     the memory's input, output (L, dim) its output."""
     memory = layer.memory
     with torch.no_grad():
-        (q, k, v), _ = memory.project(x[None])
-        q, k, v = (unit_heads(t[0], memory.heads).double() for t in (q, k, v))
+        (q, k, v), _ = memory.unit_projections(x[None])
+        q, k, v = (t[0].double() for t in (q, k, v))
         stored = F.normalize(memory.out_proj(v.to(output.dtype)), dim=-1)
         # the least-squares map over the pairs every answer position sees beyond its window
         seen = answer[0] - window

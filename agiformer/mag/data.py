@@ -294,7 +294,7 @@ def _token_spans(prompt: str, tokens: list[int], char_spans: Iterable[tuple[int,
     return spans
 
 
-def _demo_token_start(prompt: str, tokens: list[int], char_start: int, encode: Encode) -> int:
+def _first_token_at(prompt: str, tokens: list[int], char_start: int, encode: Encode) -> int:
     """The first token holding text at or after `char_start` (widened, never narrowed, like `_token_spans`)."""
     if char_start >= len(prompt):
         return len(tokens)
@@ -308,7 +308,7 @@ def _recall_positions(prompt: str, tokens: list[int], context_chars: int, chain_
     " <hash>" on that line (`recall_answer_spans`, the training targets). The recall lines are the
     first lines of the query, in order."""
     lines = list(_HASH_DEMO.finditer(prompt, context_chars + 1))[:len(chain_chars)]
-    starts = [_demo_token_start(prompt, tokens, line.start(), encode) for line in lines]
+    starts = [_first_token_at(prompt, tokens, line.start(), encode) for line in lines]
     answers = _token_spans(prompt, tokens, [(line.start(3) - 1, line.end(3)) for line in lines], encode)
     return {"recall_chars": chain_chars,
             "recall_spans": [[list(s) for s in _token_spans(prompt, tokens, chars, encode)] for chars in chain_chars],
@@ -354,8 +354,8 @@ def _finish(task: str, blocks: list[_Block], separator: str, query: str, answer:
     if "demos" in metadata:  # where the demonstration chains begin (the first demo line of the context)
         first = next((i for i, block in enumerate(blocks) if block.demo), None)
         char_start = len(_assemble(blocks[:first], separator)[0]) if first is not None else len(context)
-        metadata.update(demo_chars_start=char_start, demo_token_start=_demo_token_start(prompt, tokens, char_start,
-                                                                                        counter.encode))
+        metadata.update(demo_chars_start=char_start,
+                        demo_token_start=_first_token_at(prompt, tokens, char_start, counter.encode))
     if "recalls" in metadata:
         metadata.update(_recall_positions(prompt, tokens, len(context), _recall_chars(blocks, separator),
                                           counter.encode))
@@ -751,11 +751,19 @@ def _check_hash_hop(sample: Mapping, chars: list) -> None:
         assigned[left], line_start[left] = right, position
         values.add(right)
         position += len(line) + 1
-    current = query.group(6)
-    for hop in range(meta["hops"]):
-        if current not in assigned or line_start[current] != chars[hop][0]:
-            raise InvalidSample(f"hop {hop + 1} of the chain is not its needle line")
-        current = assigned[current]
+
+    def follow(start: str, hops: int, line_ok, error: str) -> str:
+        """The hash `hops` lines on from `start`, each line's start character accepted by
+        line_ok(hop, char); else InvalidSample(error, with {hop} the 1-based hop that failed)."""
+        current = start
+        for hop in range(hops):
+            if current not in assigned or not line_ok(hop, line_start[current]):
+                raise InvalidSample(error.format(hop=hop + 1))
+            current = assigned[current]
+        return current
+
+    current = follow(query.group(6), meta["hops"], lambda hop, char: char == chars[hop][0],
+                     "hop {hop} of the chain is not its needle line")
     if current != sample["answer"][1:]:
         raise InvalidSample("the chain does not end at the answer")
     for value in meta["chain"]:
@@ -763,19 +771,13 @@ def _check_hash_hop(sample: Mapping, chars: list) -> None:
             raise InvalidSample(f"chain hash {value} occurs outside the needles")
     answer = sample["answer"][1:]
     for k, start, end in demos:  # each demo follows a K-chain of lines that all lie at the end of the context
-        current = start
-        for _ in range(k):
-            if current not in assigned or line_start[current] < meta["demo_chars_start"]:
-                raise InvalidSample(f"demonstration 'hop {k} from {start}' does not follow a chain of the last lines")
-            current = assigned[current]
+        current = follow(start, k, lambda hop, char: char >= meta["demo_chars_start"],
+                         f"demonstration 'hop {k} from {start}' does not follow a chain of the last lines")
         if k != meta["hops"] or current != end or answer in (start, end):
             raise InvalidSample(f"demonstration 'hop {k} from {start}: {end}' is wrong")
     for r, (k, start, end) in enumerate(recalls):  # each recall follows a K-chain of lines beyond its window
-        current = start
-        for hop in range(k):
-            if current not in assigned or line_start[current] != meta["recall_chars"][r][hop][0]:
-                raise InvalidSample(f"recall 'hop {k} from {start}' does not follow its chain's lines")
-            current = assigned[current]
+        current = follow(start, k, lambda hop, char, r=r: char == meta["recall_chars"][r][hop][0],
+                         f"recall 'hop {k} from {start}' does not follow its chain's lines")
         if k != meta["hops"] or current != end:
             raise InvalidSample(f"recall 'hop {k} from {start}: {end}' is wrong")
         if max(e for _, e in meta["recall_spans"][r]) > meta["recall_line_tokens"][r] - meta["window"]:
@@ -862,7 +864,7 @@ def validate_sample(sample: Mapping, encode: Encode | str = "bytes") -> None:
     spans = _token_spans(prompt, tokens, meta["needle_chars"], encode)
     if [list(s) for s in spans] != [list(s) for s in meta["needle_spans"]]:
         raise InvalidSample("needle token spans do not match the needles' text")
-    if "demo_chars_start" in meta and _demo_token_start(prompt, tokens, meta["demo_chars_start"],
+    if "demo_chars_start" in meta and _first_token_at(prompt, tokens, meta["demo_chars_start"],
                                                         encode) != meta["demo_token_start"]:
         raise InvalidSample("demo_token_start does not match the demonstration lines")
     if "recalls" in meta:

@@ -172,8 +172,8 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor, past: KVCache | None, wind
 class QueryRefiner(nn.Module):
     """q_in = (1 − γ)⊙h̃ + γ⊙W_p m_prev with γ = σ(W_γ[h̃; m_prev] + b) per dimension: the memory's
     query may also draw on what the previous MAG layer recalled (MemoryMAG's QueryProjector, gate
-    mode, without its causal convolution: the memory has its own q/k/v projections, and a
-    convolution would need state of its own). b = −2 starts γ near 0.12, mostly h̃."""
+    mode, without its causal convolution: the memory's own q/k/v projections already pass one,
+    `NeuralMemory`'s short convolution). b = −2 starts γ near 0.12, mostly h̃."""
 
     def __init__(self, *, hidden: int, bias_init: float = -2.0):
         super().__init__()

@@ -46,7 +46,7 @@ def answer_loss(model: MAGModel, tokens: list[int], spans: list[tuple[int, int]]
     ids = torch.tensor([tokens[:-1]], device=model.base.device)
     first = min(start for start, _ in spans)
     logits, _ = model(ids, logits_to_keep=len(tokens) - first)
-    rows = torch.cat([torch.arange(start, end) for start, end in spans]) - first
+    rows = torch.cat([torch.arange(start, end, device=ids.device) for start, end in spans]) - first
     logits = logits[0, rows].float()
     target = torch.tensor(tokens, device=logits.device)[rows + first]
     return F.cross_entropy(logits, target), int((logits.argmax(-1) == target).sum()), len(rows)

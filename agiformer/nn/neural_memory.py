@@ -135,6 +135,15 @@ class NeuralMemory(nn.Module):
         mixed = self.conv(projected.transpose(1, 2)).transpose(1, 2)
         return mixed.chunk(3, dim=-1), projected[:, -width:]
 
+    def unit_projections(self, x: torch.Tensor, recent: torch.Tensor | None = None
+                         ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor | None]:
+        """(q, k, v) as the memory writes and reads them: `project`, then each head's vector unit
+        length, (B, L, heads·head_dim) in the state's dtype (at least float32); and the new `recent`."""
+        (q, k, v), recent = self.project(x, recent)
+        dtype = torch.promote_types(x.dtype, self._state_dtype())
+        return tuple(F.normalize(t.to(dtype).unflatten(-1, (self.heads, self.head_dim)), dim=-1).flatten(-2)
+                     for t in (q, k, v)), recent
+
     def forward(self, x: torch.Tensor, state: NeuralMemoryState | None = None
                 ) -> tuple[torch.Tensor, NeuralMemoryState]:
         B, L, _ = x.shape
@@ -147,13 +156,13 @@ class NeuralMemory(nn.Module):
         dtype = torch.promote_types(x.dtype, self._state_dtype())
 
         def per_head(t: torch.Tensor) -> torch.Tensor:          # (B, L, H·E) → (B·H, L, E)
-            return t.to(dtype).view(B, L, H, E).transpose(1, 2).reshape(B * H, L, E)
+            return t.view(B, L, H, E).transpose(1, 2).reshape(B * H, L, E)
 
         def gate(proj: nn.Linear) -> torch.Tensor:              # (B, L, dim) → (B·H, L) in [0, 1]
             return torch.sigmoid(proj(x).to(dtype)).transpose(1, 2).reshape(B * H, L)
 
-        (q, k, v), recent = self.project(x, state.recent)
-        q, k, v = (F.normalize(per_head(t), dim=-1) for t in (q, k, v))
+        (q, k, v), recent = self.unit_projections(x, state.recent)
+        q, k, v = (per_head(t) for t in (q, k, v))
         lr = (self.max_lr / self.chunk_size) * gate(self.lr_proj)
         y, state = neural_memory_scan(q, k, v, lr, gate(self.momentum_proj),
                                       gate(self.decay_proj), state, chunk_size=self.chunk_size,
