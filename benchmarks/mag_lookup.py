@@ -19,6 +19,7 @@ that knows the format but not the hash, the mean over answer positions of the en
 found there, over 3,000 random " <hash>" answers (a loss at that level has learned nothing per sample).
 
     python -m benchmarks.mag_lookup                      # SmolLM2 + fresh MAG layers 8,12,16,20,24
+    python -m benchmarks.mag_lookup --write least_squares --out docs/results/mag_lookup_least_squares
     python -m benchmarks.mag_lookup out/mag-hashhop      # the trained run
 
 Writes docs/results/mag_lookup[_NAME].{json,md}.
@@ -41,6 +42,7 @@ from agiformer.mag.config import MAGConfig
 from agiformer.mag.data import HASH_ALPHABET, HASH_LENGTH, answer_targets, generate_samples
 from agiformer.mag.eval import DEFAULT_SEED, find_mag_checkpoint, open_for_eval
 from agiformer.mag.model import MAGModel
+from agiformer.nn.neural_memory import WRITES
 from benchmarks.common import (
     RESULTS_DIR, command_line, environment, environment_markdown, finish_environment, log, markdown_table, write_json,
     write_text,
@@ -48,6 +50,19 @@ from benchmarks.common import (
 
 
 RIDGE = 1e-2
+
+
+def answer_lookups(tokens: list[int], answer: tuple[int, int], needle: tuple[int, int]
+                   ) -> list[tuple[int, int, list[int]]]:
+    """(p, token j, needle positions holding it) for every answer token j the needle holds, p = the
+    position that predicts it (answer start − 1 + j)."""
+    lookups = []
+    for j in range(answer[1] - answer[0]):
+        target = tokens[answer[0] + j]
+        holders = [t for t in range(*needle) if tokens[t] == target]
+        if holders:
+            lookups.append((answer[0] - 1 + j, target, holders))
+    return lookups
 
 
 def layer_lookup(layer, x: torch.Tensor, output: torch.Tensor, tokens: list[int], answer: tuple[int, int],
@@ -64,11 +79,7 @@ def layer_lookup(layer, x: torch.Tensor, output: torch.Tensor, tokens: list[int]
         keys, values = k[:seen], v[:seen]
         ridge = torch.linalg.solve(keys.T @ keys + RIDGE * torch.eye(keys.shape[1], dtype=keys.dtype), keys.T @ values)
     key_hits = read_hits = ridge_hits = count = 0
-    for j in range(answer[1] - answer[0]):
-        p, target = answer[0] - 1 + j, tokens[answer[0] + j]
-        holders = [t for t in range(*needle) if tokens[t] == target]
-        if not holders:
-            continue
+    for p, target, holders in answer_lookups(tokens, answer, needle):
         beyond = p - window + 1  # positions 0 … p − W are outside p's window
         count += 1
         keys = k[:beyond] @ q[p]
@@ -123,6 +134,9 @@ def main(argv=None) -> None:
     parser.add_argument("--layers", default="8,12,16,20,24",
                         help="MAG layers of a fresh model (default: 8,12,16,20,24)")
     parser.add_argument("--window", type=int, default=256, help="window of a fresh model (default: 256)")
+    parser.add_argument("--write", choices=WRITES, default="gradient", help="memory write of a fresh model")
+    parser.add_argument("--ridge", type=float, default=MAGConfig.memory_ridge,
+                        help=f"λ of a fresh model's least-squares write (default: {MAGConfig.memory_ridge})")
     parser.add_argument("--context-tokens", type=int, default=1024)
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0, help="initialises a fresh model's MAG layers (default: 0)")
@@ -141,9 +155,13 @@ def main(argv=None) -> None:
     else:
         base, tokenizer = load_base(args.model)
         torch.manual_seed(args.seed)
-        model = MAGModel(base, MAGConfig.for_base(base, layers=args.layers, window=args.window)).eval()
+        config = MAGConfig.for_base(base, layers=args.layers, window=args.window, memory_write=args.write,
+                                    memory_ridge=args.ridge)
+        model = MAGModel(base, config).eval()
         codec = TextCodec(tokenizer, name=Path(args.model).name)
         what = f"fresh MAG layers {model.config.layers} (seed {args.seed})"
+    what += f", {model.config.memory_write} write" + (f" (λ = {model.config.memory_ridge:g})"
+                                                      if model.config.memory_write == "least_squares" else "")
     log(f"mag_lookup: {what}, {args.samples} hash-hop prompts of {args.context_tokens} tokens")
     samples = generate_samples("hash-hop", args.samples, seed=DEFAULT_SEED, context_tokens=args.context_tokens,
                                window=model.config.window, tokenizer=codec)

@@ -15,6 +15,7 @@ from agiformer.mag.model import WEIGHTS_FILE  # noqa: E402
 
 VOCAB = 260
 ARCHITECTURES = ["qwen3", "llama"]
+WRITES = ["gradient", "least_squares"]
 TOL = 1e-9
 
 
@@ -92,8 +93,9 @@ def test_without_memory_window_equals_the_base_with_a_dense_sliding_window_mask(
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 @pytest.mark.parametrize("window", [None, 5])
-def test_streaming_with_the_state_equals_one_forward(architecture, window):
-    model = tiny_mag(architecture)
+@pytest.mark.parametrize("write", WRITES)
+def test_streaming_with_the_state_equals_one_forward(architecture, window, write):
+    model = tiny_mag(architecture, memory_write=write)
     x = tokens(2, 23, seed=2)
     with torch.no_grad():
         full, _ = model(x, window=window)
@@ -111,8 +113,9 @@ def test_streaming_with_the_state_equals_one_forward(architecture, window):
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
-def test_changing_a_token_never_changes_earlier_logits(architecture):
-    model = tiny_mag(architecture)
+@pytest.mark.parametrize("write", WRITES)
+def test_changing_a_token_never_changes_earlier_logits(architecture, write):
+    model = tiny_mag(architecture, memory_write=write)
     x = tokens(1, 14, seed=3)
     with torch.no_grad():
         reference, _ = model(x, window=4)
@@ -139,8 +142,9 @@ def test_each_sequence_of_a_batch_is_computed_alone(architecture):
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
-def test_gradients_reach_every_mag_part_and_no_base_parameter(architecture):
-    model = tiny_mag(architecture, gate_bias_init=-4.0)  # the real starting point: gate nearly closed
+@pytest.mark.parametrize("write", WRITES)
+def test_gradients_reach_every_mag_part_and_no_base_parameter(architecture, write):
+    model = tiny_mag(architecture, gate_bias_init=-4.0, memory_write=write)  # the real start: gate nearly closed
     x = tokens(2, 21, seed=5)
     logits, _ = model(x, window=5)
     torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, VOCAB), x[:, 1:].reshape(-1)).backward()
@@ -149,9 +153,10 @@ def test_gradients_reach_every_mag_part_and_no_base_parameter(architecture):
     for layer in model.config.layers:
         mag = model.mag[str(layer)]
         parts = {"k_proj": mag.memory.k_proj.weight, "v_proj": mag.memory.v_proj.weight,
-                 "q_proj": mag.memory.q_proj.weight, "initial_weights": mag.memory.initial_weights[0],
-                 "θ": mag.memory.lr_proj.weight, "η": mag.memory.momentum_proj.weight,
+                 "q_proj": mag.memory.q_proj.weight, "θ": mag.memory.lr_proj.weight,
                  "α": mag.memory.decay_proj.weight, "gate": mag.gate.weight, "memory_norm": mag.memory_norm.weight}
+        if write == "gradient":
+            parts.update(initial_weights=mag.memory.initial_weights[0], η=mag.memory.momentum_proj.weight)
         if mag.refiner is not None:
             parts.update(refiner_project=mag.refiner.project.weight, refiner_mix=mag.refiner.mix.weight)
         for name, p in parts.items():
@@ -282,6 +287,7 @@ def test_config_layers_validation_and_json_round_trip(tmp_path):
     config.save(tmp_path / "config.json")
     assert MAGConfig.load(tmp_path / "config.json") == config
     for bad in (dict(window=0), dict(memory_depth=0), dict(max_lr=0.0), dict(grad_chunks=0), dict(layers=[2, 1]),
+                dict(memory_write="delta"), dict(memory_write="least_squares", memory_depth=2), dict(memory_ridge=0.0),
                 dict(layers="every_2"), dict(layers=[4], base_num_layers=4, base_architecture="X", base_hidden_size=8)):
         with pytest.raises(AGIFormerError, match="invalid mag config"):
             MAGConfig(**bad)

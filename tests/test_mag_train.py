@@ -128,9 +128,11 @@ def test_each_stage_trains_only_its_parameters(base_dir, tmp_path):
     # weight decay on: a frozen parameter must not even decay
     trainer = MAGTrainer(tiny_recipe(base_dir, steps=3, weight_decay=0.1), out_dir=tmp_path, progress=False)
     model = trainer.model
-    names = {stage: set(stage_parameters(model, stage)) for stage in ("gates", "queries", "all")}
+    names = {stage: set(stage_parameters(model, stage)) for stage in ("gates", "readout", "queries", "all")}
     assert names["gates"] == {n for n, _ in model.mag.named_parameters() if ".gate." in n}
-    assert {n for n in names["queries"] - names["gates"]} == \
+    assert names["readout"] - names["gates"] == \
+        {n for n, _ in model.mag.named_parameters() if ".memory_norm." in n or ".memory.out_proj." in n}
+    assert names["queries"] - names["readout"] == \
         {n for n, _ in model.mag.named_parameters() if ".refiner." in n or ".memory.q_proj." in n}
     assert any(".refiner." in n for n in names["queries"]) and names["all"] == set(dict(model.mag.named_parameters()))
     base_before = {k: v.clone() for k, v in model.base.state_dict().items()}
@@ -190,7 +192,7 @@ def test_checkpoints_hold_only_mag_parameters_and_refuse_another_base(base_dir, 
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(stages=[dict(name="memory")]), "not one of gates, queries, all"),
+    (dict(stages=[dict(name="memory")]), "not one of gates, readout, queries, all"),
     (dict(stages=[]), "at least one"),
     (dict(base_dtype="fp16"), "base_dtype"),
     (dict(mag=dict(layres="0")), "unknown \\[mag\\] key"),
@@ -208,8 +210,9 @@ def test_bad_recipes_are_refused_with_one_line(base_dir, change, message):
 
 def test_the_shipped_mag_recipe_loads():
     recipe = load_mag_recipe("runs/mag/hashhop.toml")
-    assert recipe.base == "smollm2-135m" and [s.name for s in recipe.stages] == ["gates", "queries", "all"]
+    assert recipe.base == "smollm2-135m" and [s.name for s in recipe.stages] == ["readout", "all"]
     assert recipe.mag["window"] == 256 and recipe.data.context_tokens == [1024, 2048]
+    assert recipe.mag["memory_write"] == "least_squares"
 
 
 # ----------------------------------------------------------------------------- recall grid and CLI

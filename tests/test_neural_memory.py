@@ -1,6 +1,7 @@
 """Neural long-term memory: the analytic surprise gradient and the chunk scan against references
 that use autograd (float64), per-sequence independence, read-before-write causality, streaming
 split anywhere, gradients through the writes, activation checkpointing and long-run finiteness.
+The layer tests run for both writes (`LAYERS`); the least-squares op has its own file.
 
 Write rule per chunk: S ← η S − ∇_W Σ_t θ_t ‖M_W(k_t) − v_t‖² at the chunk-start W, W ← (1 − α) W + S;
 the chunk is read before it is written, so no token can see itself or the rest of its chunk.
@@ -14,6 +15,7 @@ from torch.utils.checkpoint import checkpoint
 
 from agiformer.errors import AGIFormerError
 from agiformer.nn import NeuralMemory
+from agiformer.ops.least_squares_memory import LeastSquaresMemoryState
 from agiformer.ops.neural_memory import (
     NeuralMemoryState, memory_apply, naive_neural_memory, neural_memory_scan, surprise_gradients,
     vmap_surprise_gradients,
@@ -23,6 +25,7 @@ DEPTHS = [1, 2]
 HEADS = [1, 2]
 CHUNK_SIZES = [1, 3, 8]
 LENGTHS = [1, 7, 16, 21]
+LAYERS = [("gradient", 1), ("gradient", 2), ("least_squares", 1)]  # (write, depth) of a NeuralMemory
 
 
 def relative_error(a, b):
@@ -30,11 +33,14 @@ def relative_error(a, b):
     return ((a - b).abs().max() / scale).item() if scale > 0 else (a - b).abs().max().item()
 
 
-def states_error(a: NeuralMemoryState, b: NeuralMemoryState) -> float:
-    assert (a.recent is None) == (b.recent is None)
-    recent = (a.recent,) if a.recent is not None else ()
-    recent_b = (b.recent,) if b.recent is not None else ()
-    return max(relative_error(x, y) for x, y in zip(a.weights + a.momentum + recent, b.weights + b.momentum + recent_b))
+def state_tensors(state) -> tuple[torch.Tensor, ...]:
+    held = (state.keys, state.values) if isinstance(state, LeastSquaresMemoryState) else state.weights + state.momentum
+    return held + ((state.recent,) if state.recent is not None else ())
+
+
+def states_error(a, b) -> float:
+    assert type(a) is type(b) and (a.recent is None) == (b.recent is None)
+    return max(relative_error(x, y) for x, y in zip(state_tensors(a), state_tensors(b)))
 
 
 def memory_inputs(*, N, L, depth, Dk=4, Dv=5, Dh=6, seed=0, dtype=torch.float64):
@@ -53,11 +59,11 @@ def memory_inputs(*, N, L, depth, Dk=4, Dv=5, Dh=6, seed=0, dtype=torch.float64)
 
 
 def small_layer(*, heads=2, depth=2, chunk_size=4, grad_chunks=None, dim=8, seed=0, dtype=torch.float64,
-                conv_kernel=3):
+                conv_kernel=3, write="gradient"):
     """A layer whose convolution (if any) mixes positions from the start: random taps, not the identity."""
     torch.manual_seed(seed)
     layer = NeuralMemory(dim=dim, heads=heads, depth=depth, chunk_size=chunk_size, grad_chunks=grad_chunks,
-                         max_lr=0.5, conv_kernel=conv_kernel).to(dtype)
+                         max_lr=0.5, conv_kernel=conv_kernel, write=write).to(dtype)
     if layer.conv is not None:
         torch.nn.init.normal_(layer.conv.weight, std=0.5)
     return layer
@@ -148,10 +154,10 @@ def test_batched_equals_one_sequence_at_a_time(depth, chunk_size):
         assert max(relative_error(a, b[n:n + 1]) for a, b in zip(final_n.weights, final.weights)) <= 1e-12
 
 
-@pytest.mark.parametrize("depth", DEPTHS)
+@pytest.mark.parametrize("write, depth", LAYERS)
 @pytest.mark.parametrize("heads", HEADS)
-def test_sequences_never_share_memory(depth, heads):
-    layer = small_layer(heads=heads, depth=depth, chunk_size=3)
+def test_sequences_never_share_memory(write, depth, heads):
+    layer = small_layer(heads=heads, depth=depth, chunk_size=3, write=write)
     x = torch.randn(3, 10, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     changed = x.clone()
     changed[1] += torch.randn(10, 8, dtype=torch.float64)
@@ -162,15 +168,15 @@ def test_sequences_never_share_memory(depth, heads):
     assert (y[1] - y_changed[1]).abs().max().item() > 0.0
 
 
-@pytest.mark.parametrize("depth", DEPTHS)
+@pytest.mark.parametrize("write, depth", LAYERS)
 @pytest.mark.parametrize("heads", HEADS)
 @pytest.mark.parametrize("chunk_size", [1, 4])
 @pytest.mark.parametrize("conv_kernel", [1, 3])
-def test_layer_is_causal_and_blind_to_its_own_chunk(depth, heads, chunk_size, conv_kernel):
+def test_layer_is_causal_and_blind_to_its_own_chunk(write, depth, heads, chunk_size, conv_kernel):
     """Changing x_t changes y_t itself (its query) and later chunks, never y_s for s < t nor the other
     positions of t's chunk (they were read before the chunk was written), except the next
     conv_kernel − 1, whose queries the short convolution mixes x_t into."""
-    layer = small_layer(heads=heads, depth=depth, chunk_size=chunk_size, conv_kernel=conv_kernel)
+    layer = small_layer(heads=heads, depth=depth, chunk_size=chunk_size, conv_kernel=conv_kernel, write=write)
     L = 12
     x = torch.randn(2, L, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -233,13 +239,14 @@ def test_convolution_starts_with_keys_on_the_previous_position():
     assert NeuralMemory(dim=8, conv_kernel=1).conv is None
 
 
+@pytest.mark.parametrize("write", ["gradient", "least_squares"])
 @pytest.mark.parametrize("tied", [True, False])
-def test_fresh_layer_reads_back_what_followed_a_repeated_input(tied):
+def test_fresh_layer_reads_back_what_followed_a_repeated_input(write, tied):
     """Untrained, a depth-1 layer is already an associative memory: an input repeated later reads back
     (after out_proj) the input that followed its first occurrence, most similar of all stored ones.
     With independent random q and k (the control) it does not."""
     torch.manual_seed(0)
-    layer = NeuralMemory(dim=64, depth=1, chunk_size=4).double()
+    layer = NeuralMemory(dim=64, depth=1, chunk_size=4, write=write).double()
     if not tied:
         torch.nn.init.orthogonal_(layer.k_proj.weight)
     x = torch.randn(1, 40, 64, dtype=torch.float64)
@@ -250,9 +257,10 @@ def test_fresh_layer_reads_back_what_followed_a_repeated_input(tied):
     assert (similarity.argmax().item() == 10) == tied, similarity.topk(3)
 
 
-def test_layer_streams_token_by_token():
+@pytest.mark.parametrize("write, depth", LAYERS)
+def test_layer_streams_token_by_token(write, depth):
     """Greedy decoding: one token per call reproduces the whole-sequence forward."""
-    layer = small_layer(chunk_size=4)
+    layer = small_layer(chunk_size=4, write=write, depth=depth)
     x = torch.randn(2, 11, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         y, final = layer(x)
@@ -278,17 +286,19 @@ def is_zero(grad):
     return grad is None or grad.abs().max().item() == 0.0
 
 
-WRITE_PATH = ["k_proj.weight", "v_proj.weight", "conv.weight", "lr_proj.weight", "lr_proj.bias", "momentum_proj.weight",
-              "momentum_proj.bias", "decay_proj.weight", "decay_proj.bias"]
-
-
-@pytest.mark.parametrize("depth", DEPTHS)
+@pytest.mark.parametrize("write, depth", LAYERS)
 @pytest.mark.parametrize("heads", HEADS)
-def test_gradients_reach_the_write_path(depth, heads):
+def test_gradients_reach_the_write_path(write, depth, heads):
     C = 4
     x = torch.randn(2, 3 * C, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    full, dx_full = grads_after_last_chunk_loss(small_layer(heads=heads, depth=depth, chunk_size=C), x)
-    for name in WRITE_PATH + [f"initial_weights.{i}" for i in range(depth)]:
+    full, dx_full = grads_after_last_chunk_loss(small_layer(heads=heads, depth=depth, chunk_size=C, write=write), x)
+    write_path = ["k_proj.weight", "v_proj.weight", "conv.weight", "lr_proj.weight", "lr_proj.bias",
+                  "decay_proj.weight", "decay_proj.bias"]
+    initial = []
+    if write == "gradient":
+        write_path += ["momentum_proj.weight", "momentum_proj.bias"]
+        initial = [f"initial_weights.{i}" for i in range(depth)]
+    for name in write_path + initial:
         assert full[name] is not None and full[name].abs().max() > 0, name
     assert dx_full[:, :C].abs().max() > 0          # chunk 0 reaches the last read through two writes
 
@@ -296,31 +306,34 @@ def test_gradients_reach_the_write_path(depth, heads):
     # through write 1 only: from chunk 1's tokens and gates and from the detached W_1, S_1 (through
     # α and η), never from chunk 0 nor from the initial weights, except chunk 0's last K − 1 inputs,
     # which the convolution (kernel K = 3) mixes into chunk 1's keys and values
-    truncated, dx = grads_after_last_chunk_loss(small_layer(heads=heads, depth=depth, chunk_size=C, grad_chunks=1), x)
-    for name in WRITE_PATH:
+    truncated, dx = grads_after_last_chunk_loss(
+        small_layer(heads=heads, depth=depth, chunk_size=C, grad_chunks=1, write=write), x)
+    for name in write_path:
         assert truncated[name] is not None and truncated[name].abs().max() > 0, name
     # (the graph still reaches them through chunk 0's read, whose output the loss ignores: zeros)
-    assert all(is_zero(truncated[f"initial_weights.{i}"]) for i in range(depth))
+    assert all(is_zero(truncated[name]) for name in initial)
     assert dx[:, :C - 2].abs().max().item() == 0.0 and dx[:, C - 2:C].abs().max() > 0
     assert dx[:, C:2 * C].abs().max() > 0
     assert relative_error(truncated["k_proj.weight"], full["k_proj.weight"]) > 1e-6
 
     # a window as long as the sequence truncates nothing
     windowed, _ = grads_after_last_chunk_loss(
-        small_layer(heads=heads, depth=depth, chunk_size=C, grad_chunks=3), x)
+        small_layer(heads=heads, depth=depth, chunk_size=C, grad_chunks=3, write=write), x)
     assert all(relative_error(windowed[name], full[name]) <= 1e-12 for name in full)
 
 
-def test_grad_chunks_changes_no_value():
+@pytest.mark.parametrize("write, depth", LAYERS)
+def test_grad_chunks_changes_no_value(write, depth):
     x = torch.randn(2, 13, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
-    y, state = small_layer(chunk_size=3)(x)
-    y_truncated, state_truncated = small_layer(chunk_size=3, grad_chunks=1)(x)
+    y, state = small_layer(chunk_size=3, write=write, depth=depth)(x)
+    y_truncated, state_truncated = small_layer(chunk_size=3, grad_chunks=1, write=write, depth=depth)(x)
     assert torch.equal(y, y_truncated) and states_error(state, state_truncated) == 0.0
 
 
+@pytest.mark.parametrize("write, depth", LAYERS)
 @pytest.mark.parametrize("grad_chunks", [None, 2])
-def test_activation_checkpointing_recomputes_identically(grad_chunks):
-    layer = small_layer(chunk_size=4, grad_chunks=grad_chunks)
+def test_activation_checkpointing_recomputes_identically(write, depth, grad_chunks):
+    layer = small_layer(chunk_size=4, grad_chunks=grad_chunks, write=write, depth=depth)
     x = torch.randn(2, 14, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
 
     def run(fn):
@@ -337,32 +350,38 @@ def test_activation_checkpointing_recomputes_identically(grad_chunks):
     assert all(relative_error(a, b) <= 1e-12 for a, b in zip(grads_ckpt, grads))
 
 
+@pytest.mark.parametrize("write, depth", LAYERS)
 @pytest.mark.parametrize("case", ["random", "repeated, gates saturated"])
-def test_long_sequence_stays_finite_in_float32(case):
+def test_long_sequence_stays_finite_in_float32(write, depth, case):
     """2,048 positions in chunks of 64 at the default max_lr; also the worst case for one summed
-    chunk step (every token alike, θ at its maximum, η = 1, α = 0)."""
+    chunk step (every token alike, θ at its maximum, η = 1, α = 0; for least squares, one key
+    direction summed 2,048 times against the ridge λ: a condition number of 2e5)."""
     torch.manual_seed(0)
-    layer = NeuralMemory(dim=32, heads=2, chunk_size=64)
+    layer = NeuralMemory(dim=32, heads=2, chunk_size=64, write=write, depth=depth)
     g = torch.Generator().manual_seed(6)
     if case == "random":
         x = 3 * torch.randn(1, 2048, 32, generator=g)
     else:
         x = 10 * torch.randn(1, 1, 32, generator=g).expand(1, 2048, 32)
-        for proj, bias in ((layer.lr_proj, 30.0), (layer.momentum_proj, 30.0), (layer.decay_proj, -30.0)):
+        gates = [(layer.lr_proj, 30.0), (layer.decay_proj, -30.0)]
+        gates += [(layer.momentum_proj, 30.0)] if write == "gradient" else []
+        for proj, bias in gates:
             nn.init.zeros_(proj.weight)
             nn.init.constant_(proj.bias, bias)
     y, state = layer(x)
     y.square().mean().backward()
-    assert torch.isfinite(y).all() and all(torch.isfinite(w).all() for w in state.weights + state.momentum)
+    assert torch.isfinite(y).all() and all(torch.isfinite(w).all() for w in state_tensors(state))
     assert all(torch.isfinite(p.grad).all() for p in layer.parameters())
 
 
-def test_autocast_keeps_the_state_in_float32():
-    layer = small_layer(dtype=torch.float32)
+@pytest.mark.parametrize("write, depth", LAYERS)
+def test_autocast_keeps_the_state_in_float32(write, depth):
+    layer = small_layer(dtype=torch.float32, write=write, depth=depth)
     x = torch.randn(2, 9, 8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y, state = layer(x)
-    assert state.weights[0].dtype == torch.float32 and torch.isfinite(y).all()
+    held = state_tensors(state._replace(recent=None))  # recent: projections in the autocast dtype
+    assert all(t.dtype == torch.float32 for t in held) and torch.isfinite(y).all()
 
 
 def test_errors_are_one_line():
@@ -370,10 +389,16 @@ def test_errors_are_one_line():
         NeuralMemory(dim=10, heads=3)
     with pytest.raises(AGIFormerError):
         NeuralMemory(dim=8, chunk_size=0)
+    with pytest.raises(AGIFormerError, match="write must be one of"):
+        NeuralMemory(dim=8, write="hebbian")
+    with pytest.raises(AGIFormerError, match="depth 1"):
+        NeuralMemory(dim=8, depth=2, write="least_squares")
     layer = small_layer()
     _, state = layer(torch.randn(2, 5, 8, dtype=torch.float64))
     with pytest.raises(AGIFormerError, match="sequences"):
         layer(torch.randn(3, 5, 8, dtype=torch.float64), state)
+    with pytest.raises(AGIFormerError, match="least_squares write"):
+        small_layer(depth=1, write="least_squares")(torch.randn(2, 5, 8, dtype=torch.float64), state)
 
 
 def test_memory_apply_matches_the_mlp():

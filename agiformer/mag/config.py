@@ -12,6 +12,7 @@ from typing import ClassVar
 
 from agiformer.errors import AGIFormerError
 from agiformer.models.config import ConfigMixin
+from agiformer.nn.neural_memory import WRITES
 
 
 def parse_layers(spec: str | list[int] | tuple[int, ...], num_layers: int) -> list[int]:
@@ -55,6 +56,8 @@ class MAGConfig(ConfigMixin):
     grad_chunks: int | None = None      # truncate backprop through the writes to this many chunks (None: all)
     max_lr: float = 0.1                 # bound on one chunk's total memory learning rate
     memory_conv_kernel: int = 4         # causal depthwise convolution of q/k/v over this many tokens (1: none)
+    memory_write: str = "gradient"      # "gradient" (Titans) or "least_squares" (the ridge map over all pairs, depth 1)
+    memory_ridge: float = 1e-2          # λ of the least-squares write
     gate_bias_init: float = -4.0        # σ(−4) ≈ 0.018: the gate starts nearly closed, the base's behaviour kept
     query_refinement: bool = True       # memory queries also see the previous MAG layer's memory output
     base_architecture: str = ""         # e.g. "LlamaForCausalLM"; "" until made for a base
@@ -81,6 +84,12 @@ class MAGConfig(ConfigMixin):
         self.check(self.grad_chunks is None or self.grad_chunks >= 1,
                    f"grad_chunks must be ≥ 1 or None, got {self.grad_chunks}")
         self.check(self.max_lr > 0 and math.isfinite(self.max_lr), f"max_lr must be > 0, got {self.max_lr}")
+        self.check(self.memory_write in WRITES, f"memory_write must be one of {', '.join(WRITES)}, "
+                   f"got {self.memory_write!r}")
+        self.check(self.memory_write != "least_squares" or self.memory_depth == 1,
+                   f"memory_write 'least_squares' fits a linear map: memory_depth must be 1, got {self.memory_depth}")
+        self.check(self.memory_ridge > 0 and math.isfinite(self.memory_ridge),
+                   f"memory_ridge must be > 0, got {self.memory_ridge}")
         self.check(math.isfinite(self.gate_bias_init), f"gate_bias_init must be finite, got {self.gate_bias_init}")
         self.check(self.base_hidden_size >= 0 and self.base_num_layers >= 0,
                    "base_hidden_size and base_num_layers must be ≥ 0 (0: not recorded yet)")

@@ -37,8 +37,11 @@ from agiformer.train.recipe import Schedule, from_table, read_toml
 
 # Stage name → prefixes of the MAG parameter names (after the layer index) that train in it. Each
 # stage adds to the one before: the gates first (the memory as it was initialised, let in or kept
-# out), then what the memory is asked, then everything (what it writes and how it forgets).
-STAGES = {"gates": ("gate.",), "queries": ("gate.", "refiner.", "memory.q_proj."), "all": ("",)}
+# out), then how a read enters the stream (its norm and output projection), then what the memory is
+# asked, then everything (what it writes and how it forgets).
+_GATES = ("gate.",)
+_READOUT = _GATES + ("memory_norm.", "memory.out_proj.")
+STAGES = {"gates": _GATES, "readout": _READOUT, "queries": _READOUT + ("refiner.", "memory.q_proj."), "all": ("",)}
 _IDENTITY_FIELDS = ("base_architecture", "base_hidden_size", "base_num_layers")
 
 

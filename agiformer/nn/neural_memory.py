@@ -29,6 +29,13 @@ is a hash-hop query's most similar of ~700 for 74–78 % of answer tokens at lay
 depth-1 read brings the needle's token back for only 0–4 %, where the least-squares map over the
 same pairs would for 69/54 %: one gradient step per chunk does not converge when many keys share a
 common direction, so the read is a blend.
+
+write="least_squares" keeps that map instead (`agiformer.ops.least_squares_memory`): depth 1, the
+sums Σ θ k kᵀ and Σ θ k vᵀ in the state, each chunk read through the ridge solution over all
+earlier pairs. θ = σ(·) weighs a token's pair, α forgets; there is no momentum and no initial map
+(an empty memory reads zero). Its fresh read brings the needle's token back for 63 % of answer
+tokens at layer 8 (λ = 1e-3; 54 % at λ = 1e-2) and 57–65 % at layers 2–8 where the gradient write's
+did for 0–4 % (`python -m benchmarks.mag_lookup --write least_squares --ridge 1e-3 [--layers ...]`).
 """
 
 from __future__ import annotations
@@ -40,7 +47,13 @@ from torch import nn
 import torch.nn.functional as F
 
 from agiformer.errors import AGIFormerError
+from agiformer.ops.least_squares_memory import (
+    LeastSquaresMemoryState, initial_least_squares_state, least_squares_memory_scan,
+)
 from agiformer.ops.neural_memory import NeuralMemoryState, initial_neural_memory_state, neural_memory_scan
+
+WRITES = ("gradient", "least_squares")
+MemoryState = NeuralMemoryState | LeastSquaresMemoryState
 
 
 def _logit(p: float) -> float:
@@ -57,12 +70,18 @@ class NeuralMemory(nn.Module):
     so the memory forgets slowly.
     Every sequence starts from the same learned initial weights and writes its own copy.
     depth ≥ 1 layers, hidden width head_dim·hidden_mult, silu between them.
+    write="least_squares": see the module docstring; θ = σ(·) (no max_lr), ridge λ, depth 1 only.
     """
 
     def __init__(self, *, dim: int, heads: int = 1, head_dim: int | None = None, depth: int = 2,
                  hidden_mult: float = 2.0, chunk_size: int = 64, grad_chunks: int | None = None,
-                 max_lr: float = 0.1, conv_kernel: int = 4):
+                 max_lr: float = 0.1, conv_kernel: int = 4, write: str = "gradient", ridge: float = 1e-2):
         super().__init__()
+        if write not in WRITES:
+            raise AGIFormerError(f"neural memory write must be one of {', '.join(WRITES)}, got {write!r}")
+        if write == "least_squares" and (depth != 1 or not ridge > 0):
+            raise AGIFormerError(f"the least-squares write fits a linear map: it needs depth 1 and ridge > 0, "
+                                 f"got depth {depth}, ridge {ridge}")
         if head_dim is None:
             if dim % heads:
                 raise AGIFormerError(f"neural memory dim {dim} is not divisible by heads {heads}; pass head_dim")
@@ -78,6 +97,7 @@ class NeuralMemory(nn.Module):
                                  f"{chunk_size} and {grad_chunks}")
         self.dim, self.heads, self.head_dim, self.depth = dim, heads, head_dim, depth
         self.chunk_size, self.grad_chunks, self.max_lr = chunk_size, grad_chunks, max_lr
+        self.write, self.ridge = write, ridge
         inner = heads * head_dim
         self.q_proj = nn.Linear(dim, inner, bias=False)
         self.k_proj = nn.Linear(dim, inner, bias=False)
@@ -92,9 +112,12 @@ class NeuralMemory(nn.Module):
                 self.conv.weight[inner:2 * inner, 0, -2] = 1.0
                 self.conv.weight[2 * inner:, 0, -1] = 1.0
         self.lr_proj = nn.Linear(dim, heads)
-        self.momentum_proj = nn.Linear(dim, heads)
         self.decay_proj = nn.Linear(dim, heads)
-        for proj, bias in ((self.lr_proj, -2.0), (self.momentum_proj, _logit(0.9)), (self.decay_proj, _logit(0.01))):
+        gates = [(self.lr_proj, -2.0), (self.decay_proj, _logit(0.01))]
+        if write == "gradient":
+            self.momentum_proj = nn.Linear(dim, heads)
+            gates.append((self.momentum_proj, _logit(0.9)))
+        for proj, bias in gates:
             nn.init.normal_(proj.weight, std=0.02)
             nn.init.constant_(proj.bias, bias)
         nn.init.orthogonal_(self.q_proj.weight)
@@ -102,18 +125,23 @@ class NeuralMemory(nn.Module):
         with torch.no_grad():
             self.k_proj.weight.copy_(self.q_proj.weight)
             self.out_proj.weight.copy_(self.v_proj.weight.T)
-        widths = [head_dim] + [hidden] * (depth - 1) + [head_dim]
-        self.initial_weights = nn.ParameterList(
-            nn.Parameter(torch.randn(heads, fan_in, fan_out) / math.sqrt(fan_in) if depth > 1
-                         else torch.zeros(heads, fan_in, fan_out))
-            for fan_in, fan_out in zip(widths[:-1], widths[1:]))
+        if write == "gradient":
+            widths = [head_dim] + [hidden] * (depth - 1) + [head_dim]
+            self.initial_weights = nn.ParameterList(
+                nn.Parameter(torch.randn(heads, fan_in, fan_out) / math.sqrt(fan_in) if depth > 1
+                             else torch.zeros(heads, fan_in, fan_out))
+                for fan_in, fan_out in zip(widths[:-1], widths[1:]))
 
     def _state_dtype(self) -> torch.dtype:
-        return torch.promote_types(self.initial_weights[0].dtype, torch.float32)
+        return torch.promote_types(self.q_proj.weight.dtype, torch.float32)
 
-    def initial_state(self, batch_size: int) -> NeuralMemoryState:
-        """The learned initial weights, one copy per sequence and head ((B·heads, fan_in, fan_out))."""
+    def initial_state(self, batch_size: int) -> MemoryState:
+        """One memory per sequence and head (B·heads rows): for the gradient write, copies of the
+        learned initial weights ((B·heads, fan_in, fan_out) per layer); for least squares, empty sums."""
         dtype = self._state_dtype()
+        if self.write == "least_squares":
+            return initial_least_squares_state(batch_size * self.heads, self.head_dim, self.head_dim, dtype=dtype,
+                                               device=self.q_proj.weight.device)
         return initial_neural_memory_state(tuple(
             w.to(dtype).unsqueeze(0).expand(batch_size, *w.shape).reshape(batch_size * self.heads, *w.shape[1:])
             for w in self.initial_weights))
@@ -144,15 +172,17 @@ class NeuralMemory(nn.Module):
         return tuple(F.normalize(t.to(dtype).unflatten(-1, (self.heads, self.head_dim)), dim=-1).flatten(-2)
                      for t in (q, k, v)), recent
 
-    def forward(self, x: torch.Tensor, state: NeuralMemoryState | None = None
-                ) -> tuple[torch.Tensor, NeuralMemoryState]:
+    def forward(self, x: torch.Tensor, state: MemoryState | None = None) -> tuple[torch.Tensor, MemoryState]:
         B, L, _ = x.shape
         H, E = self.heads, self.head_dim
         if state is None:
             state = self.initial_state(B)
-        elif state.weights[0].shape[0] != B * H:
-            raise AGIFormerError(f"neural memory state holds {state.weights[0].shape[0]} sequences × heads, "
-                                 f"the input needs {B} × {H}")
+        elif not isinstance(state, LeastSquaresMemoryState if self.write == "least_squares" else NeuralMemoryState):
+            raise AGIFormerError(f"a {type(state).__name__} does not belong to a neural memory with the "
+                                 f"{self.write} write")
+        rows = (state.keys if self.write == "least_squares" else state.weights[0]).shape[0]
+        if rows != B * H:
+            raise AGIFormerError(f"neural memory state holds {rows} sequences × heads, the input needs {B} × {H}")
         dtype = torch.promote_types(x.dtype, self._state_dtype())
 
         def per_head(t: torch.Tensor) -> torch.Tensor:          # (B, L, H·E) → (B·H, L, E)
@@ -163,10 +193,15 @@ class NeuralMemory(nn.Module):
 
         (q, k, v), recent = self.unit_projections(x, state.recent)
         q, k, v = (per_head(t) for t in (q, k, v))
-        lr = (self.max_lr / self.chunk_size) * gate(self.lr_proj)
-        y, state = neural_memory_scan(q, k, v, lr, gate(self.momentum_proj),
-                                      gate(self.decay_proj), state, chunk_size=self.chunk_size,
-                                      grad_chunks=self.grad_chunks)
+        if self.write == "least_squares":
+            y, state = least_squares_memory_scan(q, k, v, gate(self.lr_proj), gate(self.decay_proj), state,
+                                                 chunk_size=self.chunk_size, ridge=self.ridge,
+                                                 grad_chunks=self.grad_chunks)
+        else:
+            lr = (self.max_lr / self.chunk_size) * gate(self.lr_proj)
+            y, state = neural_memory_scan(q, k, v, lr, gate(self.momentum_proj),
+                                          gate(self.decay_proj), state, chunk_size=self.chunk_size,
+                                          grad_chunks=self.grad_chunks)
         state = state._replace(recent=recent)
         y = y.view(B, H, L, E).transpose(1, 2).reshape(B, L, H * E).to(x.dtype)
         return self.out_proj(y), state

@@ -1,0 +1,137 @@
+"""Can the frozen base use a recalled needle at all? A perfect memory, injected by hand.
+
+On single-hop hash-hop prompts (the evaluation format), the base alone under a window of W tokens
+(the needle beyond its reach), teacher-forced. For every answer token j, at the position p that
+predicts it, a vector is added to the residual stream after layer ℓ's attention, where a MAG layer
+adds its gated read:
+
+    needle state     c·h_ℓ(n_j): the residual entering layer ℓ at the needle position n_j holding
+                     token j, what a memory at layer ℓ stores (before its value projection)
+    token embedding  c·|h_ℓ(p)|·e_j/|e_j|: the embedding row of token j (SmolLM2 ties it to the head),
+                     scaled to p's own residual norm: what the head reads as "j"
+
+and the answer loss (nats/token, answer tokens the needle holds) is compared with no injection and
+with the 4.45 nats/token of a model that knows only what a hash looks like (`benchmarks.mag_lookup`).
+A loss far below both says the layers above ℓ turn that vector into the answer by themselves;
+above "none" says they take it for the current token and predict what follows it.
+
+    python -m benchmarks.mag_oracle                       # layers 4,8,16,24, c = 1 and 2
+
+Writes docs/results/mag_oracle.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from agiformer.mag.base import TextCodec, load_base
+from agiformer.mag.config import MAGConfig
+from agiformer.mag.data import answer_targets, generate_samples
+from agiformer.mag.eval import DEFAULT_SEED
+from agiformer.mag.model import MAGModel
+from benchmarks.common import (
+    RESULTS_DIR, command_line, environment, environment_markdown, finish_environment, log, markdown_table, write_json,
+    write_text,
+)
+from benchmarks.mag_lookup import answer_lookups
+
+INJECTIONS = ("needle state", "token embedding")
+
+
+def answer_loss(model: MAGModel, tokens: list[int], positions: torch.Tensor, targets: torch.Tensor,
+                inject: tuple[int, torch.Tensor] | None = None) -> float:
+    """Mean cross-entropy of `targets` at `positions`, with inject = (layer, vectors (len(positions), dim))
+    added to that layer's attention output at those positions."""
+    hook = None
+    if inject is not None:
+        layer, vectors = inject
+
+        def add(module, inputs, output):
+            output = output.clone()
+            output[0, positions] += vectors.to(output.dtype)
+            return output
+
+        hook = model.base.model.layers[layer].self_attn.o_proj.register_forward_hook(add)
+    try:
+        with torch.no_grad():
+            logits, _ = model(torch.tensor([tokens[:-1]]), use_memory=False)
+    finally:
+        if hook is not None:
+            hook.remove()
+    return F.cross_entropy(logits[0, positions].float(), targets).item()
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", default="smollm2-135m")
+    parser.add_argument("--layers", default="4,8,16,24", help="where to inject (default: 4,8,16,24)")
+    parser.add_argument("--scales", default="1,2", help="values of c (default: 1,2)")
+    parser.add_argument("--window", type=int, default=256)
+    parser.add_argument("--context-tokens", type=int, default=1024)
+    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--out", type=Path, help="output stem (default: docs/results/mag_oracle)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.time()
+    env = environment(torch.device("cpu"))
+    base, tokenizer = load_base(args.base)
+    model = MAGModel(base, MAGConfig.for_base(base, layers=[], window=args.window)).eval()
+    layers = [int(i) for i in args.layers.split(",")]
+    scales = [float(c) for c in args.scales.split(",")]
+    codec = TextCodec(tokenizer, name=Path(args.base).name)
+    log(f"mag_oracle: {args.base}, window {args.window}, {args.samples} hash-hop prompts of {args.context_tokens} "
+        f"tokens, injections at layers {layers}")
+    samples = generate_samples("hash-hop", args.samples, seed=DEFAULT_SEED, context_tokens=args.context_tokens,
+                               window=args.window, tokenizer=codec)
+    embeddings = base.get_input_embeddings().weight.detach().float()
+    residuals: dict[int, torch.Tensor] = {}
+    hooks = [base.model.layers[i].input_layernorm.register_forward_pre_hook(
+        lambda module, inputs, i=i: residuals.__setitem__(i, inputs[0][0].detach().float())) for i in layers]
+    losses: dict[str, list[float]] = {"none": []}
+    for sample in samples:
+        tokens, spans = answer_targets(sample, codec)
+        lookups = answer_lookups(tokens, spans[-1], (sample["needle_token_start"], sample["needle_token_end"]))
+        positions = torch.tensor([p for p, _, _ in lookups])
+        targets = torch.tensor([target for _, target, _ in lookups])
+        needles = torch.tensor([holders[0] for _, _, holders in lookups])
+        losses["none"].append(answer_loss(model, tokens, positions, targets))
+        clean = dict(residuals)  # the residuals without any injection, captured by the call above
+        for layer in layers:
+            own_norm = clean[layer][positions].norm(dim=-1, keepdim=True)
+            vectors = {"needle state": clean[layer][needles],
+                       "token embedding": F.normalize(embeddings[targets], dim=-1) * own_norm}
+            for what in INJECTIONS:
+                for c in scales:
+                    losses.setdefault(f"{layer}|{what}|{c:g}", []).append(
+                        answer_loss(model, tokens, positions, targets, (layer, c * vectors[what])))
+    for hook in hooks:
+        hook.remove()
+    mean = {key: sum(values) / len(values) for key, values in losses.items()}
+    finish_environment(env, started)
+    rows = [[layer, what] + [f"{mean[f'{layer}|{what}|{c:g}']:.2f}" for c in scales]
+            for layer in layers for what in INJECTIONS]
+    result = {"base": args.base, "window": args.window, "context_tokens": args.context_tokens, "samples": args.samples,
+              "answer_loss_without_injection": mean["none"],
+              "answer_loss": [{"layer": layer, "injection": what, "scale": c, "loss": mean[f"{layer}|{what}|{c:g}"]}
+                              for layer in layers for what in INJECTIONS for c in scales],
+              "command": command_line("mag_oracle", argv), "environment": env}
+    stem = args.out or RESULTS_DIR / "mag_oracle"
+    write_json(stem.with_suffix(".json"), result)
+    table = markdown_table(["layer ℓ", "injected at the answer positions"] + [f"c = {c:g}" for c in scales], rows)
+    write_text(stem.with_suffix(".md"), f"# MAG oracle: a perfect recall injected into {args.base}\n\n"
+               f"`{result['command']}`\n\n{args.samples} single-hop hash-hop prompts of {args.context_tokens} tokens, "
+               f"window {args.window}, teacher-forced answer loss in nats/token; without injection "
+               f"{mean['none']:.2f}.\n\n{table}\n\n{environment_markdown(env)}\n")
+    print(table)
+    print(f"without injection: {mean['none']:.2f} nats/token")
+
+
+if __name__ == "__main__":
+    main()
