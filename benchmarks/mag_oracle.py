@@ -9,13 +9,17 @@ adds its gated read:
                      token j, what a memory at layer ℓ stores (before its value projection)
     token embedding  c·|h_ℓ(p)|·e_j/|e_j|: the embedding row of token j (SmolLM2 ties it to the head),
                      scaled to p's own residual norm: what the head reads as "j"
+    recalled embedding  the same with e_j replaced by what a least-squares memory recalls at p when
+                     its keys are the key layer's normed states, each stored under the position
+                     before it (a fresh memory's, up to its orthogonal projection), and its values
+                     the embedding rows of the tokens: not perfect, but this memory exists
 
 and the answer loss (nats/token, answer tokens the needle holds) is compared with no injection and
 with the 4.45 nats/token of a model that knows only what a hash looks like (`benchmarks.mag_lookup`).
 A loss far below both says the layers above ℓ turn that vector into the answer by themselves;
 above "none" says they take it for the current token and predict what follows it.
 
-    python -m benchmarks.mag_oracle                       # layers 4,8,16,24, c = 1 and 2
+    python -m benchmarks.mag_oracle                       # layers 4,8,16,24, c = 1 and 2, keys at layer 4
 
 Writes docs/results/mag_oracle.{json,md}.
 """
@@ -40,7 +44,18 @@ from benchmarks.common import (
 )
 from benchmarks.mag_lookup import answer_lookups
 
-INJECTIONS = ("needle state", "token embedding")
+INJECTIONS = ("needle state", "token embedding", "recalled embedding")
+
+
+def recalled_embeddings(normed: torch.Tensor, tokens: list[int], embeddings: torch.Tensor, positions: torch.Tensor,
+                        stored: int, ridge: float) -> torch.Tensor:
+    """Reads at `positions` of the ridge map from keys (unit `normed` states (L, dim), position t's
+    under t − 1) to values (unit embedding rows of token t), over positions 1 … stored − 1."""
+    x = F.normalize(normed.double(), dim=-1)
+    keys = x[:stored - 1]
+    values = F.normalize(embeddings[torch.tensor(tokens[1:stored])].double(), dim=-1)
+    eye = ridge * torch.eye(keys.shape[1], dtype=keys.dtype)
+    return (x[positions] @ torch.linalg.solve(keys.T @ keys + eye, keys.T @ values)).float()
 
 
 def answer_loss(model: MAGModel, tokens: list[int], positions: torch.Tensor, targets: torch.Tensor,
@@ -71,6 +86,9 @@ def main(argv=None) -> None:
     parser.add_argument("--base", default="smollm2-135m")
     parser.add_argument("--layers", default="4,8,16,24", help="where to inject (default: 4,8,16,24)")
     parser.add_argument("--scales", default="1,2", help="values of c (default: 1,2)")
+    parser.add_argument("--key-layer", type=int, default=4,
+                        help="layer whose states key the recalled embeddings (default: 4)")
+    parser.add_argument("--ridge", type=float, default=1e-3, help="λ of the recalling map (default: 1e-3)")
     parser.add_argument("--window", type=int, default=256)
     parser.add_argument("--context-tokens", type=int, default=1024)
     parser.add_argument("--samples", type=int, default=8)
@@ -93,7 +111,8 @@ def main(argv=None) -> None:
     embeddings = base.get_input_embeddings().weight.detach().float()
     residuals: dict[int, torch.Tensor] = {}
     hooks = [base.model.layers[i].input_layernorm.register_forward_pre_hook(
-        lambda module, inputs, i=i: residuals.__setitem__(i, inputs[0][0].detach().float())) for i in layers]
+        lambda module, inputs, i=i: residuals.__setitem__(i, inputs[0][0].detach().float()))
+        for i in sorted(set(layers) | {args.key_layer})]
     losses: dict[str, list[float]] = {"none": []}
     for sample in samples:
         tokens, spans = answer_targets(sample, codec)
@@ -103,10 +122,15 @@ def main(argv=None) -> None:
         needles = torch.tensor([holders[0] for _, _, holders in lookups])
         losses["none"].append(answer_loss(model, tokens, positions, targets))
         clean = dict(residuals)  # the residuals without any injection, captured by the call above
+        with torch.no_grad():
+            normed = base.model.layers[args.key_layer].input_layernorm(clean[args.key_layer])
+        # pairs beyond the window of every answer position, as benchmarks.mag_lookup's ridge map
+        recalled = recalled_embeddings(normed, tokens, embeddings, positions, spans[-1][0] - args.window, args.ridge)
         for layer in layers:
             own_norm = clean[layer][positions].norm(dim=-1, keepdim=True)
             vectors = {"needle state": clean[layer][needles],
-                       "token embedding": F.normalize(embeddings[targets], dim=-1) * own_norm}
+                       "token embedding": F.normalize(embeddings[targets], dim=-1) * own_norm,
+                       "recalled embedding": F.normalize(recalled, dim=-1) * own_norm}
             for what in INJECTIONS:
                 for c in scales:
                     losses.setdefault(f"{layer}|{what}|{c:g}", []).append(
@@ -117,7 +141,7 @@ def main(argv=None) -> None:
     finish_environment(env, started)
     rows = [[layer, what] + [f"{mean[f'{layer}|{what}|{c:g}']:.2f}" for c in scales]
             for layer in layers for what in INJECTIONS]
-    result = {"base": args.base, "window": args.window, "context_tokens": args.context_tokens, "samples": args.samples,
+    result = {"base": args.base, "window": args.window, "key_layer": args.key_layer, "ridge": args.ridge, "context_tokens": args.context_tokens, "samples": args.samples,
               "answer_loss_without_injection": mean["none"],
               "answer_loss": [{"layer": layer, "injection": what, "scale": c, "loss": mean[f"{layer}|{what}|{c:g}"]}
                               for layer in layers for what in INJECTIONS for c in scales],
@@ -128,7 +152,7 @@ def main(argv=None) -> None:
     write_text(stem.with_suffix(".md"), f"# MAG oracle: a perfect recall injected into {args.base}\n\n"
                f"`{result['command']}`\n\n{args.samples} single-hop hash-hop prompts of {args.context_tokens} tokens, "
                f"window {args.window}, teacher-forced answer loss in nats/token; without injection "
-               f"{mean['none']:.2f}.\n\n{table}\n\n{environment_markdown(env)}\n")
+               f"{mean['none']:.2f}. Recalled embeddings: keys at layer {args.key_layer}, λ = {args.ridge:g}.\n\n{table}\n\n{environment_markdown(env)}\n")
     print(table)
     print(f"without injection: {mean['none']:.2f} nats/token")
 
