@@ -12,7 +12,11 @@ every answer token j (predicted at position p = answer start − 1 + j, teacher-
                  depth-1 memory could give if its writes converged; below key top-1 when the
                  pairs outnumber what one d × d map can hold apart
 
-Keys, queries and values are the layer's own (`NeuralMemory.unit_projections`).
+Also, per answer-token index, how often the model's teacher-forced prediction is the answer's token
+(`--query-form needle` asks as the needle is written, "<key> =", instead of "hop 1 from <key>:").
+
+Keys, queries and values are the layer's own (`NeuralMemory.unit_projections` of the memory's input,
+and of its stored values where the config moves them: `memory_values = "embeddings"`).
 A fresh model (a base name or directory) measures the memory as initialised; a trained run
 (out/NAME) measures what training made of it. Also reported: the floor of the answer loss for a model
 that knows the format but not the hash, the mean over answer positions of the entropy of the token
@@ -21,6 +25,7 @@ found there, over 3,000 random " <hash>" answers (a loss at that level has learn
     python -m benchmarks.mag_lookup                      # SmolLM2 + fresh MAG layers 8,12,16,20,24
     python -m benchmarks.mag_lookup --write least_squares --out docs/results/mag_lookup_least_squares
     python -m benchmarks.mag_lookup out/mag-hashhop      # the trained run
+    python -m benchmarks.mag_lookup out/mag-hashhop-late --query-form needle --out docs/results/mag_lookup_late_needle_form
 
 Writes docs/results/mag_lookup[_NAME].{json,md}.
 """
@@ -65,13 +70,13 @@ def answer_lookups(tokens: list[int], answer: tuple[int, int], needle: tuple[int
     return lookups
 
 
-def layer_lookup(layer, x: torch.Tensor, output: torch.Tensor, tokens: list[int], answer: tuple[int, int],
-                 needle: tuple[int, int], window: int) -> tuple[int, int, int, int]:
+def layer_lookup(layer, x: torch.Tensor, values: torch.Tensor | None, output: torch.Tensor, tokens: list[int],
+                 answer: tuple[int, int], needle: tuple[int, int], window: int) -> tuple[int, int, int, int]:
     """(key, read and ridge top-1 hits, answer tokens) for one prompt at one MAG layer: x (L, dim)
-    the memory's input, output (L, dim) its output."""
+    the memory's input, values (L, dim) what it stores where that is not x, output (L, dim) its output."""
     memory = layer.memory
     with torch.no_grad():
-        (q, k, v), _ = memory.unit_projections(x[None])
+        (q, k, v), _ = memory.unit_projections(x[None], values=None if values is None else values[None])
         q, k, v = (t[0].double() for t in (q, k, v))
         stored = F.normalize(memory.out_proj(v.to(output.dtype)), dim=-1)
         # the least-squares map over the pairs every answer position sees beyond its window
@@ -103,19 +108,44 @@ def format_entropy(codec: TextCodec, answers: int = 3000, seed: int = 0) -> floa
     return sum(-sum(n * math.log(n / sum(c.values())) for n in c.values()) for c in counts.values()) / total
 
 
-def measure(model: MAGModel, codec: TextCodec, samples: list[dict]) -> dict:
-    captured: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+def captured_memory_call(inputs: tuple, output: tuple) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """(x, values or None, output) of the first sequence of one `NeuralMemory.forward(x, state, values)`."""
+    values = inputs[2] if len(inputs) > 2 else None
+    return inputs[0][0].detach(), None if values is None else values[0].detach(), output[0][0].detach()
+
+
+def ask_as_the_needle_is_written(sample: dict) -> dict:
+    """The single-hop sample with its question "hop 1 from <key>:" written as the needle line, "<key> =",
+    the demonstration lines before it kept."""
+    head, question = sample["query"].rsplit("\n", 1)
+    key = question.removeprefix("hop 1 from ").removesuffix(":")
+    if question != f"hop 1 from {key}:":
+        raise SystemExit(f"--query-form needle needs single-hop hash-hop questions, got {question!r}")
+    return dict(sample, query=f"{head}\n{key} =")
+
+
+def measure(model: MAGModel, codec: TextCodec, samples: list[dict]) -> tuple[dict, list[list[int]]]:
+    """Per MAG layer: key, read and ridge top-1; and per answer-token index [right, total] of the
+    teacher-forced predictions."""
+    captured: dict[str, tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]] = {}
     hooks = [layer.memory.register_forward_hook(
-        lambda module, inputs, out, name=name: captured.__setitem__(name, (inputs[0][0].detach(), out[0][0].detach())))
+        lambda module, inputs, out, name=name: captured.__setitem__(name, captured_memory_call(inputs, out)))
         for name, layer in model.mag.items()]
     totals = {name: [0, 0, 0, 0] for name in model.mag}
+    by_index: list[list[int]] = []
     try:
         for sample in samples:
             tokens, spans = answer_targets(sample, codec)
             with torch.no_grad():
-                model(torch.tensor([tokens[:-1]], device=model.base.device))
-            for name, (x, output) in captured.items():
-                hits = layer_lookup(model.mag[name], x, output, tokens, spans[-1],
+                logits, _ = model(torch.tensor([tokens[:-1]], device=model.base.device))
+            predicted = logits[0].argmax(-1).tolist()
+            for j, p in enumerate(range(*spans[-1])):
+                if j == len(by_index):
+                    by_index.append([0, 0])
+                by_index[j][0] += int(predicted[p - 1] == tokens[p])
+                by_index[j][1] += 1
+            for name, (x, values, output) in captured.items():
+                hits = layer_lookup(model.mag[name], x, values, output, tokens, spans[-1],
                                     (sample["needle_token_start"], sample["needle_token_end"]), model.config.window)
                 totals[name] = [a + b for a, b in zip(totals[name], hits)]
     finally:
@@ -123,7 +153,7 @@ def measure(model: MAGModel, codec: TextCodec, samples: list[dict]) -> dict:
             hook.remove()
     return {name: {"key_top1": key / count, "read_top1": read / count, "ridge_top1": ridge / count,
                    "answer_tokens": count}
-            for name, (key, read, ridge, count) in totals.items()}
+            for name, (key, read, ridge, count) in totals.items()}, by_index
 
 
 def main(argv=None) -> None:
@@ -138,6 +168,8 @@ def main(argv=None) -> None:
     parser.add_argument("--ridge", type=float, default=MAGConfig.memory_ridge,
                         help=f"λ of a fresh model's least-squares write (default: {MAGConfig.memory_ridge})")
     parser.add_argument("--context-tokens", type=int, default=1024)
+    parser.add_argument("--query-form", choices=("question", "needle"), default="question",
+                        help="ask 'hop 1 from <key>:' (the curriculum's form) or '<key> =' (the needle's)")
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0, help="initialises a fresh model's MAG layers (default: 0)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
@@ -165,11 +197,16 @@ def main(argv=None) -> None:
     log(f"mag_lookup: {what}, {args.samples} hash-hop prompts of {args.context_tokens} tokens")
     samples = generate_samples("hash-hop", args.samples, seed=DEFAULT_SEED, context_tokens=args.context_tokens,
                                window=model.config.window, tokenizer=codec)
-    layers = measure(model, codec, samples)
+    if args.query_form == "needle":
+        samples = [ask_as_the_needle_is_written(sample) for sample in samples]
+        what += ", asked as '<key> ='"
+    layers, by_index = measure(model, codec, samples)
     floor = format_entropy(codec)
     finish_environment(env, started)
     result = {"model": what, "window": model.config.window, "context_tokens": args.context_tokens,
               "samples": args.samples, "memory_depth": model.config.memory_depth, "layers": layers,
+              "answer_token_accuracy": [{"index": j, "right": right, "total": total}
+                                        for j, (right, total) in enumerate(by_index)],
               "format_entropy_nats": floor,
               "command": command_line("mag_lookup", argv), "environment": env}
     stem = args.out or RESULTS_DIR / ("mag_lookup" + (f"_{path.name}" if trained else ""))
@@ -177,11 +214,15 @@ def main(argv=None) -> None:
     table = markdown_table(["MAG layer", "key top-1", "read top-1", "ridge top-1", "answer tokens"],
                            [[name] + [f"{100 * r[key]:.0f} %" for key in ("key_top1", "read_top1", "ridge_top1")]
                             + [r["answer_tokens"]] for name, r in layers.items()])
+    accuracy = markdown_table(["answer token"] + [str(j + 1) for j in range(len(by_index))],
+                              [["right / prompts"] + [f"{right} / {total}" for right, total in by_index]])
     write_text(stem.with_suffix(".md"), f"# MAG lookup: {what}\n\n`{result['command']}`\n\n{args.samples} single-hop "
                f"hash-hop prompts of {args.context_tokens} tokens, window {model.config.window}, memory depth "
-               f"{model.config.memory_depth}.\n\n{table}\n\nAnswer loss of a model that knows only the format: "
+               f"{model.config.memory_depth}.\n\n{table}\n\nThe model's teacher-forced prediction of each answer "
+               f"token:\n\n{accuracy}\n\nAnswer loss of a model that knows only the format: "
                f"{floor:.2f} nats/token.\n\n{environment_markdown(env)}\n")
     print(table)
+    print(accuracy)
     print(f"format-only answer loss: {floor:.2f} nats/token")
 
 

@@ -1,4 +1,4 @@
-"""Can the frozen base use a recalled needle at all? A perfect memory, injected by hand.
+"""Can the frozen base use a recalled needle at all? Recalls, perfect and real, injected by hand.
 
 On single-hop hash-hop prompts (the evaluation format), the base alone under a window of W tokens
 (the needle beyond its reach), teacher-forced. For every answer token j, at the position p that
@@ -149,7 +149,7 @@ def main(argv=None) -> None:
     stem = args.out or RESULTS_DIR / "mag_oracle"
     write_json(stem.with_suffix(".json"), result)
     table = markdown_table(["layer ℓ", "injected at the answer positions"] + [f"c = {c:g}" for c in scales], rows)
-    write_text(stem.with_suffix(".md"), f"# MAG oracle: a perfect recall injected into {args.base}\n\n"
+    write_text(stem.with_suffix(".md"), f"# MAG oracle: recalls injected by hand into {args.base}\n\n"
                f"`{result['command']}`\n\n{args.samples} single-hop hash-hop prompts of {args.context_tokens} tokens, "
                f"window {args.window}, teacher-forced answer loss in nats/token; without injection "
                f"{mean['none']:.2f}. Recalled embeddings: keys at layer {args.key_layer}, λ = {args.ridge:g}.\n\n{table}\n\n{environment_markdown(env)}\n")

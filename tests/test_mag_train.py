@@ -208,8 +208,9 @@ def test_bad_recipes_are_refused_with_one_line(base_dir, change, message):
     assert "\n" not in str(error.value)
 
 
-def test_the_shipped_mag_recipe_loads():
-    recipe = load_mag_recipe("runs/mag/hashhop.toml")
+@pytest.mark.parametrize("path", ["runs/mag/hashhop.toml", "runs/mag/hashhop-late.toml"])
+def test_the_shipped_mag_recipes_load(path):
+    recipe = load_mag_recipe(path)
     assert recipe.base == "smollm2-135m" and [s.name for s in recipe.stages] == ["readout", "all"]
     assert recipe.mag["window"] == 256 and recipe.data.context_tokens == [1024, 2048]
     assert recipe.mag["memory_write"] == "least_squares"

@@ -14,6 +14,9 @@ from agiformer.errors import AGIFormerError
 from agiformer.models.config import ConfigMixin
 from agiformer.nn.neural_memory import WRITES
 
+MEMORY_VALUES = ("state", "embeddings")
+MEMORY_READ_SCALES = ("unit", "residual")
+
 
 def parse_layers(spec: str | list[int] | tuple[int, ...], num_layers: int) -> list[int]:
     """Decoder-layer indices from "all", "every_N" (0, N, 2N, …), "last_N", "0,4,8" or a list."""
@@ -58,6 +61,9 @@ class MAGConfig(ConfigMixin):
     memory_conv_kernel: int = 4         # causal depthwise convolution of q/k/v over this many tokens (1: none)
     memory_write: str = "gradient"      # "gradient" (Titans) or "least_squares" (the ridge map over all pairs, depth 1)
     memory_ridge: float = 1e-2          # λ of the least-squares write
+    memory_source_layer: int | None = None  # decoder layer whose normed input every memory's q and k see (None: its own)
+    memory_values: str = "state"        # what a memory stores: "state" (what its q, k see) or "embeddings" (token rows)
+    memory_read_scale: str = "unit"     # the normed read enters as is ("unit") or times the residual's RMS ("residual")
     gate_bias_init: float = -4.0        # σ(−4) ≈ 0.018: the gate starts nearly closed, the base's behaviour kept
     query_refinement: bool = True       # memory queries also see the previous MAG layer's memory output
     base_architecture: str = ""         # e.g. "LlamaForCausalLM"; "" until made for a base
@@ -90,6 +96,15 @@ class MAGConfig(ConfigMixin):
                    f"memory_write 'least_squares' fits a linear map: memory_depth must be 1, got {self.memory_depth}")
         self.check(self.memory_ridge > 0 and math.isfinite(self.memory_ridge),
                    f"memory_ridge must be > 0, got {self.memory_ridge}")
+        self.check(self.memory_values in MEMORY_VALUES, f"memory_values must be one of {', '.join(MEMORY_VALUES)}, "
+                   f"got {self.memory_values!r}")
+        self.check(self.memory_read_scale in MEMORY_READ_SCALES, f"memory_read_scale must be one of "
+                   f"{', '.join(MEMORY_READ_SCALES)}, got {self.memory_read_scale!r}")
+        if self.memory_source_layer is not None:
+            self.check(isinstance(self.memory_source_layer, int) and self.memory_source_layer >= 0
+                       and (not self.layers or self.memory_source_layer <= self.layers[0]),
+                       f"memory_source_layer must be a decoder layer at or below the first MAG layer "
+                       f"{self.layers[:1]}, got {self.memory_source_layer}")
         self.check(math.isfinite(self.gate_bias_init), f"gate_bias_init must be finite, got {self.gate_bias_init}")
         self.check(self.base_hidden_size >= 0 and self.base_num_layers >= 0,
                    "base_hidden_size and base_num_layers must be ≥ 0 (0: not recorded yet)")

@@ -12,6 +12,15 @@ W_g starts at zero and b at gate_bias_init (−4), so the gate starts nearly clo
 query refinement, h̃ mixed with the previous MAG layer's m at the same positions (passed along in
 the forward, never kept on a module: MemoryMAG defect M10).
 
+Where the memory looks and what it stores can be moved (`memory_source_layer`, `memory_values`): q_in
+from the normed input of an earlier layer s instead of h̃ (the keys that find a hash-hop needle are
+early), values the tokens' embedding rows instead of q_in (what the head reads as that token, so a
+late MAG layer's read can name the answer; `python -m benchmarks.mag_oracle` measures both).
+With `memory_read_scale = "residual"`, m is multiplied by the RMS of the residual h it joins (measured,
+no gradient): the residual grows through the layers (RMS ≈ 3 at SmolLM2's layer 4, 15 at layer 24),
+and a unit read behind a nearly closed gate is ~1 % of it late, too little to move the prediction and
+more than Adam at a small learning rate can scale up in a short run.
+
 Attention window W: a query sees itself and the W − 1 positions before it (the semantics of
 `agiformer.ops.window_attention`); W = None is full causal attention.
 
@@ -205,18 +214,22 @@ class MAGLayer(nn.Module):
         nn.init.constant_(self.gate.bias, config.gate_bias_init)
         self.refiner = QueryRefiner(hidden=hidden) if refine else None
 
-    def forward(self, normed: Tensor, attended: Tensor, previous: Tensor | None, state: MemoryState | None
+    def forward(self, normed: Tensor, attended: Tensor, previous: Tensor | None, state: MemoryState | None, *,
+                source: Tensor | None = None, values: Tensor | None = None, scale: Tensor | None = None
                 ) -> tuple[Tensor, Tensor, MemoryState]:
-        """→ (1 − g)⊙a + g⊙m and m (for the next MAG layer), in the MAG dtype, and the memory state."""
+        """→ (1 − g)⊙a + g⊙m·scale and m (for the next MAG layer), in the MAG dtype, and the memory state.
+        source: what the memory's q and k see instead of `normed`; values: what it stores instead;
+        scale (B, L, 1): what the read is multiplied by where it joins the residual."""
         dtype = self.gate.weight.dtype
         # full precision whatever the base runs in: the memory's writes accumulate over the sequence
         with torch.autocast(normed.device.type, enabled=False):
             n, a = normed.to(dtype), attended.to(dtype)
-            query = n if self.refiner is None or previous is None else self.refiner(n, previous)
-            recalled, state = self.memory(query, state)
+            looked = n if source is None else source.to(dtype)
+            query = looked if self.refiner is None or previous is None else self.refiner(looked, previous)
+            recalled, state = self.memory(query, state, None if values is None else values.to(dtype))
             recalled = self.memory_norm(recalled)
             g = torch.sigmoid(self.gate(n))
-            mixed = (1 - g) * a + g * recalled
+            mixed = (1 - g) * a + g * (recalled if scale is None else recalled * scale.to(dtype))
         return mixed, recalled, state
 
 
@@ -312,6 +325,8 @@ class MAGModel(nn.Module):
         with self._autocast(input_ids.device):
             with torch.no_grad():
                 h = self.base.model.embed_tokens(input_ids)
+                values = h if memory_on and self.config.memory_values == "embeddings" else None
+                source = None
                 positions = torch.arange(start, start + L, device=input_ids.device)[None]
                 cos, sin = self.base.model.rotary_emb(h, positions)
                 if cos.shape[-1] != self.heads[0].head_dim:
@@ -321,6 +336,8 @@ class MAGModel(nn.Module):
             for i, layer in enumerate(layers):
                 with torch.set_grad_enabled(grad and i >= first_trained):
                     normed = layer.input_layernorm(h)
+                    if memory_on and i == self.config.memory_source_layer:
+                        source = normed
                     attended, cache = self._attention(i, normed, cos, sin,
                                                       state.attention[i] if state is not None else None, window)
                     caches.append(cache)
@@ -329,8 +346,12 @@ class MAGModel(nn.Module):
                         h = h + attended
                     else:
                         n = len(memories)
+                        scale = (h.detach().to(torch.promote_types(h.dtype, torch.float32))
+                                 .pow(2).mean(-1, keepdim=True).sqrt()
+                                 if self.config.memory_read_scale == "residual" else None)
                         mixed, recalled, memory_state = mag(normed, attended, recalled,
-                                                            state.memory[n] if state is not None else None)
+                                                            state.memory[n] if state is not None else None,
+                                                            source=source, values=values, scale=scale)
                         memories.append(memory_state)
                         h = h + mixed.to(h.dtype)
                     h = h + layer.mlp(layer.post_attention_layernorm(h))

@@ -146,14 +146,15 @@ class NeuralMemory(nn.Module):
             w.to(dtype).unsqueeze(0).expand(batch_size, *w.shape).reshape(batch_size * self.heads, *w.shape[1:])
             for w in self.initial_weights))
 
-    def project(self, x: torch.Tensor, recent: torch.Tensor | None = None
+    def project(self, x: torch.Tensor, recent: torch.Tensor | None = None, values: torch.Tensor | None = None
                 ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor | None]:
         """(q, k, v), each (B, L, heads·head_dim) before normalisation, after the short convolution, whose
         input starts with `recent` (the last conv_kernel − 1 projections before x); and the new `recent`.
+        v projects `values` (B, L, dim) where given, x otherwise.
         recent=None is the sequence's start, padded with copies of its first projection, not zeros: a
         zero key has no direction, and normalising it multiplies its gradient by 1/eps (a 7e6 gradient
         norm in MAG training)."""
-        projected = torch.cat([self.q_proj(x), self.k_proj(x), self.v_proj(x)], dim=-1)
+        projected = torch.cat([self.q_proj(x), self.k_proj(x), self.v_proj(x if values is None else values)], dim=-1)
         if self.conv is None:
             return projected.chunk(3, dim=-1), None
         width = self.conv.kernel_size[0] - 1
@@ -163,17 +164,24 @@ class NeuralMemory(nn.Module):
         mixed = self.conv(projected.transpose(1, 2)).transpose(1, 2)
         return mixed.chunk(3, dim=-1), projected[:, -width:]
 
-    def unit_projections(self, x: torch.Tensor, recent: torch.Tensor | None = None
+    def unit_projections(self, x: torch.Tensor, recent: torch.Tensor | None = None,
+                         values: torch.Tensor | None = None
                          ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor | None]:
         """(q, k, v) as the memory writes and reads them: `project`, then each head's vector unit
         length, (B, L, heads·head_dim) in the state's dtype (at least float32); and the new `recent`."""
-        (q, k, v), recent = self.project(x, recent)
+        (q, k, v), recent = self.project(x, recent, values)
         dtype = torch.promote_types(x.dtype, self._state_dtype())
         return tuple(F.normalize(t.to(dtype).unflatten(-1, (self.heads, self.head_dim)), dim=-1).flatten(-2)
                      for t in (q, k, v)), recent
 
-    def forward(self, x: torch.Tensor, state: MemoryState | None = None) -> tuple[torch.Tensor, MemoryState]:
+    def forward(self, x: torch.Tensor, state: MemoryState | None = None, values: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, MemoryState]:
+        """x (B, L, dim) → (B, L, dim) and the state after it. values (B, L, dim): what the memory stores
+        at each position (through v_proj), where it is not x itself."""
         B, L, _ = x.shape
+        if values is not None and values.shape != x.shape:
+            raise AGIFormerError(f"neural memory values must match the input's shape {tuple(x.shape)}, "
+                                 f"got {tuple(values.shape)}")
         H, E = self.heads, self.head_dim
         if state is None:
             state = self.initial_state(B)
@@ -191,7 +199,7 @@ class NeuralMemory(nn.Module):
         def gate(proj: nn.Linear) -> torch.Tensor:              # (B, L, dim) → (B·H, L) in [0, 1]
             return torch.sigmoid(proj(x).to(dtype)).transpose(1, 2).reshape(B * H, L)
 
-        (q, k, v), recent = self.unit_projections(x, state.recent)
+        (q, k, v), recent = self.unit_projections(x, state.recent, values)
         q, k, v = (per_head(t) for t in (q, k, v))
         if self.write == "least_squares":
             y, state = least_squares_memory_scan(q, k, v, gate(self.lr_proj), gate(self.decay_proj), state,
