@@ -137,3 +137,21 @@ def test_a_question_asked_as_the_needle_is_written_is_the_needle_line_without_it
         assert asked["query"].rsplit("\n", 1)[0] == sample["query"].rsplit("\n", 1)[0]
     with pytest.raises(SystemExit, match="single-hop"):
         ask_as_the_needle_is_written(generate_samples("hash-hop", 1, seed=5, context_tokens=600, window=128, hops=2)[0])
+
+
+def test_key_span_finds_a_needle_only_when_the_key_spans_what_tells_lines_apart():
+    """Token states one-hot: every line "k1 k2 = v1 v2" ends its key with the same "=", so a one-token
+    key for the first value is "=" everywhere (ties, the first line wins), while a three-token key
+    "k1 k2 =" is the needle's alone."""
+    from benchmarks.mag_key_span import key_hits_by_index
+
+    EQ, NL, A, B, C, D = 1, 2, 3, 4, 5, 6
+    filler = iter(range(10, 64))
+    line = lambda k1, k2, v1, v2: [k1, k2, EQ, v1, v2, NL]  # noqa: E731
+    before = [t for _ in range(4) for t in line(*(next(filler) for _ in range(4)))]
+    after = [t for _ in range(4) for t in line(*(next(filler) for _ in range(4)))]
+    tokens = before + line(A, B, C, D) + after + [A, B, EQ, C, D]
+    states = torch.eye(64, dtype=torch.float64)[tokens]
+    needle, answer = (len(before), len(before) + 5), (len(tokens) - 2, len(tokens))
+    assert key_hits_by_index(states, tokens, answer, needle, window=8, span=3) == [1, 1]
+    assert key_hits_by_index(states, tokens, answer, needle, window=8, span=1) == [0, 1]

@@ -19,6 +19,7 @@ from agiformer.cli import main  # noqa: E402
 from agiformer.errors import AGIFormerError  # noqa: E402
 from agiformer.mag import MAGConfig, MAGModel, load_mag  # noqa: E402
 from agiformer.mag.base import TextCodec, load_base  # noqa: E402
+from agiformer.mag.config import parse_layers  # noqa: E402
 from agiformer.mag.data import exact_match  # noqa: E402
 from agiformer.mag.eval import evaluate_recall, open_for_eval, write_report  # noqa: E402
 from agiformer.mag.recipe import MAGRecipe, load_mag_recipe  # noqa: E402
@@ -208,12 +209,16 @@ def test_bad_recipes_are_refused_with_one_line(base_dir, change, message):
     assert "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("path", ["runs/mag/hashhop.toml", "runs/mag/hashhop-late.toml"])
+MAG_RECIPES = sorted((Path(__file__).parents[1] / "runs" / "mag").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", MAG_RECIPES, ids=[p.name for p in MAG_RECIPES])
 def test_the_shipped_mag_recipes_load(path):
     recipe = load_mag_recipe(path)
     assert recipe.base == "smollm2-135m" and [s.name for s in recipe.stages] == ["readout", "all"]
     assert recipe.mag["window"] == 256 and recipe.data.context_tokens == [1024, 2048]
     assert recipe.mag["memory_write"] == "least_squares"
+    MAGConfig(**{**recipe.mag, "layers": parse_layers(recipe.mag["layers"], 30)})  # SmolLM2's 30 layers
 
 
 # ----------------------------------------------------------------------------- recall grid and CLI

@@ -239,6 +239,28 @@ def test_convolution_starts_with_keys_on_the_previous_position():
     assert NeuralMemory(dim=8, conv_kernel=1).conv is None
 
 
+@pytest.mark.parametrize("span", [2, 3])
+def test_a_key_span_starts_queries_and_keys_as_sums_over_that_many_positions(span):
+    """key_span = s: q of t sums the projections of t − s + 1 … t, k of t those of t − s … t − 1 (the
+    first position's copies before the start), v stays on t; the same after a split."""
+    torch.manual_seed(0)
+    layer = NeuralMemory(dim=8, heads=2, conv_kernel=4, key_span=span).double()
+    x = torch.randn(2, 9, 8, dtype=torch.float64)
+    padded = lambda y: torch.cat([y[:, :1].expand(-1, span, -1), y], dim=1)  # noqa: E731
+    with torch.no_grad():
+        (q, k, v), _ = layer.project(x)
+        pq, pk = padded(layer.q_proj(x)), padded(layer.k_proj(x))
+        torch.testing.assert_close(q, sum(pq[:, span - i: span - i + 9] for i in range(span)), rtol=0, atol=1e-12)
+        torch.testing.assert_close(k, sum(pk[:, span - i - 1: span - i + 8] for i in range(span)), rtol=0, atol=1e-12)
+        assert torch.equal(v, layer.v_proj(x))
+        (q_head, k_head, _), recent = layer.project(x[:, :5])
+        (q_tail, k_tail, _), _ = layer.project(x[:, 5:], recent)
+        torch.testing.assert_close(torch.cat([q_head, q_tail], 1), q, rtol=0, atol=1e-12)
+        torch.testing.assert_close(torch.cat([k_head, k_tail], 1), k, rtol=0, atol=1e-12)
+    with pytest.raises(AGIFormerError, match="key_span"):
+        NeuralMemory(dim=8, conv_kernel=3, key_span=3)
+
+
 @pytest.mark.parametrize("write", ["gradient", "least_squares"])
 @pytest.mark.parametrize("tied", [True, False])
 def test_fresh_layer_reads_back_what_followed_a_repeated_input(write, tied):

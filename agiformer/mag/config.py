@@ -59,6 +59,7 @@ class MAGConfig(ConfigMixin):
     grad_chunks: int | None = None      # truncate backprop through the writes to this many chunks (None: all)
     max_lr: float = 0.1                 # bound on one chunk's total memory learning rate
     memory_conv_kernel: int = 4         # causal depthwise convolution of q/k/v over this many tokens (1: none)
+    memory_key_span: int = 1            # q and k start as sums over this many tokens (needs conv kernel ≥ span + 1)
     memory_write: str = "gradient"      # "gradient" (Titans) or "least_squares" (the ridge map over all pairs, depth 1)
     memory_ridge: float = 1e-2          # λ of the least-squares write
     memory_source_layer: int | None = None  # decoder layer whose normed input every memory's q and k see (None: its own)
@@ -96,6 +97,9 @@ class MAGConfig(ConfigMixin):
                    f"memory_write 'least_squares' fits a linear map: memory_depth must be 1, got {self.memory_depth}")
         self.check(self.memory_ridge > 0 and math.isfinite(self.memory_ridge),
                    f"memory_ridge must be > 0, got {self.memory_ridge}")
+        self.check(self.memory_key_span == 1 or 1 < self.memory_key_span < self.memory_conv_kernel,
+                   f"memory_key_span must be 1 or between 2 and memory_conv_kernel − 1 "
+                   f"({self.memory_conv_kernel - 1}), got {self.memory_key_span}")
         self.check(self.memory_values in MEMORY_VALUES, f"memory_values must be one of {', '.join(MEMORY_VALUES)}, "
                    f"got {self.memory_values!r}")
         self.check(self.memory_read_scale in MEMORY_READ_SCALES, f"memory_read_scale must be one of "

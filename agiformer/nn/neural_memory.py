@@ -20,6 +20,10 @@ Short convolution (Titans §4.4): q, k and v each pass a causal depthwise convol
 the state. Queries and values start as the identity (the plain projections), keys as the previous
 position: token t is written under the key of what came before it, so a query holding that same
 context reads back what followed it (an induction head's lookup, in memory); training moves the taps.
+key_span = s > 1 starts them as sums over s positions instead (q: t − s + 1 … t, k: t − s … t − 1),
+so a key holds the last s tokens before what it stores: a hash-hop value's first token follows
+" =", which ends every line, and only the tokens before it tell the lines apart (`python -m
+benchmarks.mag_key_span`: 0 of 8 first answer tokens found with s = 1, 8 of 8 with s = 3).
 
 Associative start: q and k share one orthogonal projection, so from the first step a query finds
 the keys of inputs like its own; v is orthogonal and out its transpose, so a read returns inputs as
@@ -75,7 +79,8 @@ class NeuralMemory(nn.Module):
 
     def __init__(self, *, dim: int, heads: int = 1, head_dim: int | None = None, depth: int = 2,
                  hidden_mult: float = 2.0, chunk_size: int = 64, grad_chunks: int | None = None,
-                 max_lr: float = 0.1, conv_kernel: int = 4, write: str = "gradient", ridge: float = 1e-2):
+                 max_lr: float = 0.1, conv_kernel: int = 4, key_span: int = 1, write: str = "gradient",
+                 ridge: float = 1e-2):
         super().__init__()
         if write not in WRITES:
             raise AGIFormerError(f"neural memory write must be one of {', '.join(WRITES)}, got {write!r}")
@@ -92,6 +97,9 @@ class NeuralMemory(nn.Module):
                                  f"hidden {hidden}")
         if conv_kernel < 1:
             raise AGIFormerError(f"neural memory conv_kernel must be ≥ 1 (1: no convolution), got {conv_kernel}")
+        if key_span < 1 or (key_span > 1 and conv_kernel < key_span + 1):
+            raise AGIFormerError(f"neural memory key_span must be ≥ 1, and a key over s positions before its "
+                                 f"own needs conv_kernel ≥ s + 1: got key_span {key_span}, conv_kernel {conv_kernel}")
         if chunk_size < 1 or (grad_chunks is not None and grad_chunks < 1):
             raise AGIFormerError(f"neural memory needs chunk_size ≥ 1 and grad_chunks ≥ 1 or None, got "
                                  f"{chunk_size} and {grad_chunks}")
@@ -107,9 +115,9 @@ class NeuralMemory(nn.Module):
         if conv_kernel > 1:
             self.conv = nn.Conv1d(3 * inner, 3 * inner, conv_kernel, groups=3 * inner, bias=False)
             nn.init.zeros_(self.conv.weight)
-            with torch.no_grad():  # channels are q | k | v: q, v on the position itself, k on the one before
-                self.conv.weight[:inner, 0, -1] = 1.0
-                self.conv.weight[inner:2 * inner, 0, -2] = 1.0
+            with torch.no_grad():  # channels are q | k | v: q, v end at the position itself, k at the one before
+                self.conv.weight[:inner, 0, conv_kernel - key_span:] = 1.0
+                self.conv.weight[inner:2 * inner, 0, conv_kernel - key_span - 1:conv_kernel - 1] = 1.0
                 self.conv.weight[2 * inner:, 0, -1] = 1.0
         self.lr_proj = nn.Linear(dim, heads)
         self.decay_proj = nn.Linear(dim, heads)
