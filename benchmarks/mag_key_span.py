@@ -24,16 +24,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from agiformer.mag.base import TextCodec, load_base
-from agiformer.mag.config import MAGConfig
-from agiformer.mag.data import answer_targets, generate_samples
-from agiformer.mag.eval import DEFAULT_SEED
+from agiformer.mag.base import TextCodec
+from agiformer.mag.data import answer_targets
 from agiformer.mag.model import MAGModel
 from benchmarks.common import (
     RESULTS_DIR, command_line, environment, environment_markdown, finish_environment, log, markdown_table, write_json,
     write_text,
 )
-from benchmarks.mag_lookup import answer_lookups, ask_as_the_needle_is_written
+from benchmarks.mag_lookup import (
+    add_prompt_arguments, answer_lookups, ask_as_the_needle_is_written, hash_hop_prompts, windowed_base,
+)
 
 
 def span_sums(states: torch.Tensor, span: int, *, shift: int) -> torch.Tensor:
@@ -86,23 +86,18 @@ def main(argv=None) -> None:
     parser.add_argument("--layers", default="4,8", help="decoder layers whose normed inputs are the states")
     parser.add_argument("--spans", default="1,2,3,4", help="how many tokens a key and a query sum over")
     parser.add_argument("--window", type=int, default=256)
-    parser.add_argument("--context-tokens", type=int, default=1024)
-    parser.add_argument("--samples", type=int, default=8)
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    add_prompt_arguments(parser)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "mag_key_span", help="output stem")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.time()
     env = environment(torch.device("cpu"))
-    base, tokenizer = load_base(args.base)
+    model, codec = windowed_base(args.base, args.window)
     layers, spans = [int(x) for x in args.layers.split(",")], [int(x) for x in args.spans.split(",")]
-    model = MAGModel(base, MAGConfig.for_base(base, layers=[], window=args.window)).eval()
-    codec = TextCodec(tokenizer, name=Path(args.base).name)
     log(f"mag_key_span: {args.base}, layers {layers}, spans {spans}, {args.samples} hash-hop prompts of "
         f"{args.context_tokens} tokens, window {args.window}")
-    samples = generate_samples("hash-hop", args.samples, seed=DEFAULT_SEED, context_tokens=args.context_tokens,
-                               window=args.window, tokenizer=codec)
+    samples = hash_hop_prompts(codec, args.samples, args.context_tokens, args.window)
     forms = {"question": samples, "needle": [ask_as_the_needle_is_written(sample) for sample in samples]}
     rows, results = [], []
     for form, asked in forms.items():

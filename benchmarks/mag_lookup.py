@@ -57,6 +57,26 @@ from benchmarks.common import (
 RIDGE = 1e-2
 
 
+def add_prompt_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every MAG benchmark shares: how many hash-hop prompts, how long, on how many threads."""
+    parser.add_argument("--context-tokens", type=int, default=1024)
+    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+
+
+def hash_hop_prompts(codec: TextCodec, samples: int, context_tokens: int, window: int) -> list[dict]:
+    """Single-hop hash-hop samples drawn as `agiformer mag eval` draws them (its seed)."""
+    return generate_samples("hash-hop", samples, seed=DEFAULT_SEED, context_tokens=context_tokens, window=window,
+                            tokenizer=codec)
+
+
+def windowed_base(name: str, window: int) -> tuple[MAGModel, TextCodec]:
+    """A base model in MAGModel's decoder loop with window-`window` attention and no MAG layers."""
+    base, tokenizer = load_base(name)
+    return MAGModel(base, MAGConfig.for_base(base, layers=[], window=window)).eval(), \
+        TextCodec(tokenizer, name=Path(name).name)
+
+
 def answer_lookups(tokens: list[int], answer: tuple[int, int], needle: tuple[int, int]
                    ) -> list[tuple[int, int, list[int]]]:
     """(p, token j, needle positions holding it) for every answer token j the needle holds, p = the
@@ -167,12 +187,10 @@ def main(argv=None) -> None:
     parser.add_argument("--write", choices=WRITES, default="gradient", help="memory write of a fresh model")
     parser.add_argument("--ridge", type=float, default=MAGConfig.memory_ridge,
                         help=f"λ of a fresh model's least-squares write (default: {MAGConfig.memory_ridge})")
-    parser.add_argument("--context-tokens", type=int, default=1024)
+    add_prompt_arguments(parser)
     parser.add_argument("--query-form", choices=("question", "needle"), default="question",
                         help="ask 'hop 1 from <key>:' (the curriculum's form) or '<key> =' (the needle's)")
-    parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0, help="initialises a fresh model's MAG layers (default: 0)")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--out", type=Path, help="output stem (default: docs/results/mag_lookup[_RUN])")
     args = parser.parse_args(argv)
     if args.threads:
@@ -195,8 +213,7 @@ def main(argv=None) -> None:
     what += f", {model.config.memory_write} write" + (f" (λ = {model.config.memory_ridge:g})"
                                                       if model.config.memory_write == "least_squares" else "")
     log(f"mag_lookup: {what}, {args.samples} hash-hop prompts of {args.context_tokens} tokens")
-    samples = generate_samples("hash-hop", args.samples, seed=DEFAULT_SEED, context_tokens=args.context_tokens,
-                               window=model.config.window, tokenizer=codec)
+    samples = hash_hop_prompts(codec, args.samples, args.context_tokens, model.config.window)
     if args.query_form == "needle":
         samples = [ask_as_the_needle_is_written(sample) for sample in samples]
         what += ", asked as '<key> ='"

@@ -33,16 +33,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from agiformer.mag.base import TextCodec, load_base
-from agiformer.mag.config import MAGConfig
-from agiformer.mag.data import answer_targets, generate_samples
-from agiformer.mag.eval import DEFAULT_SEED
+from agiformer.mag.data import answer_targets
 from agiformer.mag.model import MAGModel
 from benchmarks.common import (
     RESULTS_DIR, command_line, environment, environment_markdown, finish_environment, log, markdown_table, write_json,
     write_text,
 )
-from benchmarks.mag_lookup import answer_lookups
+from benchmarks.mag_lookup import add_prompt_arguments, answer_lookups, hash_hop_prompts, windowed_base
 
 INJECTIONS = ("needle state", "token embedding", "recalled embedding")
 
@@ -90,24 +87,20 @@ def main(argv=None) -> None:
                         help="layer whose states key the recalled embeddings (default: 4)")
     parser.add_argument("--ridge", type=float, default=1e-3, help="λ of the recalling map (default: 1e-3)")
     parser.add_argument("--window", type=int, default=256)
-    parser.add_argument("--context-tokens", type=int, default=1024)
-    parser.add_argument("--samples", type=int, default=8)
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    add_prompt_arguments(parser)
     parser.add_argument("--out", type=Path, help="output stem (default: docs/results/mag_oracle)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.time()
     env = environment(torch.device("cpu"))
-    base, tokenizer = load_base(args.base)
-    model = MAGModel(base, MAGConfig.for_base(base, layers=[], window=args.window)).eval()
+    model, codec = windowed_base(args.base, args.window)
+    base = model.base
     layers = [int(i) for i in args.layers.split(",")]
     scales = [float(c) for c in args.scales.split(",")]
-    codec = TextCodec(tokenizer, name=Path(args.base).name)
     log(f"mag_oracle: {args.base}, window {args.window}, {args.samples} hash-hop prompts of {args.context_tokens} "
         f"tokens, injections at layers {layers}")
-    samples = generate_samples("hash-hop", args.samples, seed=DEFAULT_SEED, context_tokens=args.context_tokens,
-                               window=args.window, tokenizer=codec)
+    samples = hash_hop_prompts(codec, args.samples, args.context_tokens, args.window)
     embeddings = base.get_input_embeddings().weight.detach().float()
     residuals: dict[int, torch.Tensor] = {}
     hooks = [base.model.layers[i].input_layernorm.register_forward_pre_hook(
