@@ -107,6 +107,7 @@ def main(argv=None) -> None:
         lambda module, inputs, i=i: residuals.__setitem__(i, inputs[0][0].detach().float()))
         for i in sorted(set(layers) | {args.key_layer})]
     losses: dict[str, list[float]] = {"none": []}
+    rms: dict[int, list[float]] = {layer: [] for layer in layers}  # the residual's, per element, at the answers
     for sample in samples:
         tokens, spans = answer_targets(sample, codec)
         lookups = answer_lookups(tokens, spans[-1], (sample["needle_token_start"], sample["needle_token_end"]))
@@ -121,6 +122,7 @@ def main(argv=None) -> None:
         recalled = recalled_embeddings(normed, tokens, embeddings, positions, spans[-1][0] - args.window, args.ridge)
         for layer in layers:
             own_norm = clean[layer][positions].norm(dim=-1, keepdim=True)
+            rms[layer] += (own_norm / clean[layer].shape[-1] ** 0.5).flatten().tolist()
             vectors = {"needle state": clean[layer][needles],
                        "token embedding": F.normalize(embeddings[targets], dim=-1) * own_norm,
                        "recalled embedding": F.normalize(recalled, dim=-1) * own_norm}
@@ -131,22 +133,27 @@ def main(argv=None) -> None:
     for hook in hooks:
         hook.remove()
     mean = {key: sum(values) / len(values) for key, values in losses.items()}
+    residual_rms = {layer: sum(values) / len(values) for layer, values in rms.items()}
     finish_environment(env, started)
     rows = [[layer, what] + [f"{mean[f'{layer}|{what}|{c:g}']:.2f}" for c in scales]
             for layer in layers for what in INJECTIONS]
     result = {"base": args.base, "window": args.window, "key_layer": args.key_layer, "ridge": args.ridge, "context_tokens": args.context_tokens, "samples": args.samples,
-              "answer_loss_without_injection": mean["none"],
+              "answer_loss_without_injection": mean["none"], "residual_rms": residual_rms,
               "answer_loss": [{"layer": layer, "injection": what, "scale": c, "loss": mean[f"{layer}|{what}|{c:g}"]}
                               for layer in layers for what in INJECTIONS for c in scales],
               "command": command_line("mag_oracle", argv), "environment": env}
     stem = args.out or RESULTS_DIR / "mag_oracle"
     write_json(stem.with_suffix(".json"), result)
+    rms_line = "The residual's RMS per element at the answer positions (what the injections are scaled to): " + \
+        ", ".join(f"layer {layer}: {value:.1f}" for layer, value in residual_rms.items()) + "."
     table = markdown_table(["layer ℓ", "injected at the answer positions"] + [f"c = {c:g}" for c in scales], rows)
     write_text(stem.with_suffix(".md"), f"# MAG oracle: recalls injected by hand into {args.base}\n\n"
                f"`{result['command']}`\n\n{args.samples} single-hop hash-hop prompts of {args.context_tokens} tokens, "
                f"window {args.window}, teacher-forced answer loss in nats/token; without injection "
-               f"{mean['none']:.2f}. Recalled embeddings: keys at layer {args.key_layer}, λ = {args.ridge:g}.\n\n{table}\n\n{environment_markdown(env)}\n")
+               f"{mean['none']:.2f}. Recalled embeddings: keys at layer {args.key_layer}, λ = {args.ridge:g}.\n\n{table}\n\n"
+               f"{rms_line}\n\n{environment_markdown(env)}\n")
     print(table)
+    print(rms_line)
     print(f"without injection: {mean['none']:.2f} nats/token")
 
 
