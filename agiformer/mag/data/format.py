@@ -1,0 +1,42 @@
+"""The one prompt format, shared by training and evaluation, and what a sample must hold."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from agiformer.mag.data.tokenizers import Encode
+
+FORMAT_VERSION = 2  # 2: hash-hop queries open with in-window demonstrations
+SAMPLE_KEYS = ("task", "context", "query", "answer", "needle_token_start", "needle_token_end", "prompt_tokens",
+               "metadata")
+
+
+class InvalidSample(ValueError):
+    """A generated sample broke one of the curriculum's guarantees (the generator draws again)."""
+
+
+def format_prompt(sample: Mapping) -> str:
+    """The one prompt, for training and evaluation alike: the context, then the query."""
+    return sample["context"] + sample["query"]
+
+
+def encode_sample(sample: Mapping, encode: Encode) -> tuple[list[int], list[int]]:
+    """(prompt tokens, answer tokens), encoded separately: the training sequence is their concatenation
+    and the loss falls on the answer tokens; evaluation feeds the prompt tokens and decodes greedily."""
+    return encode(format_prompt(sample)), encode(sample["answer"])
+
+
+def answer_targets(sample: Mapping, encode: Encode) -> tuple[list[int], list[tuple[int, int]]]:
+    """The training sequence, prompt + answer, and the token spans [start, end) it is scored on: the
+    recall answers inside the prompt (hash-hop with recalls), then the answer."""
+    prompt, answer = encode_sample(sample, encode)
+    spans = [tuple(span) for span in sample["metadata"].get("recall_answer_spans", [])]
+    return prompt + answer, spans + [(len(prompt), len(prompt) + len(answer))]
+
+
+def exact_match(answer: str, continuation: str) -> bool:
+    """Whether a decoded continuation gives the answer: it starts with it and does not run on."""
+    if not continuation.startswith(answer):
+        return False
+    rest = continuation[len(answer):]
+    return not rest or not (rest[0].isalnum() or rest[0] == "_")
