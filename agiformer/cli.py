@@ -322,7 +322,8 @@ def cmd_mag_eval(args) -> None:
     for system in result["systems"].values():
         print(f"{system['label']:28s} {100 * system['overall']:5.1f} % exact  " + "  ".join(
             f"{n:,}: " + " ".join(f"{100 * v:3.0f}" for v in row)
-            for n, row in zip(result["context_tokens"], system["exact_match"])) + "  (% by depth)")
+            for n, row in zip(result["context_tokens"], system["exact_match"])) + "  (% by depth); "
+            f"{100 * system['starts_with_answer_overall']:.1f} % start with the answer")
     written = write_report(result, args.out)
     print("wrote " + " and ".join(map(str, written)))
 

@@ -189,6 +189,10 @@ def test_hash_hop_recalls_are_answered_queries_about_chains_beyond_their_window(
         tokens, spans = answer_targets(s, bytes_encode)
         assert tokens == list(prompt.encode()) + list(s["answer"].encode())
         assert [bytes(tokens[a:b]).decode() for a, b in spans] == [f" {c[-1]}" for c in meta["recalls"]] + [s["answer"]]
+        ended, ended_spans = answer_targets(s, bytes_encode, end=True)  # each answer and the newline after it
+        assert ended == tokens + [ord("\n")]
+        assert [bytes(ended[a:b]).decode() for a, b in ended_spans] == [f" {c[-1]}\n" for c in meta["recalls"]] \
+            + [s["answer"] + "\n"]
         for r, chain in enumerate(meta["recalls"]):
             current = chain[0]
             for _ in range(hops):
@@ -340,6 +344,23 @@ def test_cli_bad_arguments_are_one_line_errors(argv, message, tmp_path, monkeypa
     assert not (tmp_path / "x").exists()
 
 
+def test_answer_end_is_what_the_format_writes_after_the_answer(curricula):
+    """end=True appends and scores the text that follows an answer in the format itself: the newline
+    that ends a hash-hop or dependency answer's line, the ":" after a code answer's parameter list."""
+    for task, after in (("hash-hop", "\n"), ("dependency", "\n"), ("code", ":")):
+        s = curricula[task][0]
+        tokens, spans = answer_targets(s, bytes_encode)
+        ended, ended_spans = answer_targets(s, bytes_encode, end=True)
+        assert ended == tokens + list(after.encode()) and ended_spans == [(spans[0][0], spans[0][1] + len(after))]
+    s = generate_sample("hash-hop", 0, seed=5, context_tokens=1024, window=WINDOW, recalls=2)
+    broken = json.loads(json.dumps(s))
+    start, end = broken["metadata"]["recall_answer_spans"][0]
+    broken["metadata"]["recall_answer_spans"][0] = [start, end - 1]  # the hash's last character is not a newline
+    answer_targets(broken, bytes_encode)
+    with pytest.raises(AGIFormerError, match="not followed by"):
+        answer_targets(broken, bytes_encode, end=True)
+
+
 def test_api_argument_errors():
     with pytest.raises(AGIFormerError, match="unknown task"):
         generate_samples("nope", 1)
@@ -367,3 +388,9 @@ def test_smollm2_tokenizer_keeps_the_guarantees():
             assert total == s["prompt_tokens"] and abs(total - length) <= 0.05 * length
             assert all(end <= total - WINDOW for _, end in s["metadata"]["needle_spans"])
             validate_sample(s, encode)
+    s = generate_sample("hash-hop", 0, seed=0, context_tokens=1024, window=WINDOW, tokenizer="smollm2-135m", recalls=4)
+    tokens, spans = answer_targets(s, encode)
+    ended, ended_spans = answer_targets(s, encode, end=True)  # the newline after each answer is a token of its own
+    newline = encode("\n")
+    assert ended == tokens + newline
+    assert all(b == e - len(newline) and ended[b:e] == newline for (_, b), (_, e) in zip(spans, ended_spans))

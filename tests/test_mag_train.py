@@ -104,8 +104,11 @@ def test_answer_loss_scores_exactly_the_target_spans(base_dir, tmp_path):
 
     trainer_recipe = tiny_recipe(base_dir, steps=1, stages=[dict(name="all")],
                                  data=dict(context_tokens=[CONTEXT], val_samples=1, recalls=2))
-    row = MAGTrainer(trainer_recipe, out_dir=tmp_path, progress=False).train_step(0)
-    assert row["answer_tokens"] == 9 * 3  # " " + 8 hash bytes, for 2 recalls and the answer
+    row = MAGTrainer(trainer_recipe, out_dir=tmp_path / "ended", progress=False).train_step(0)
+    assert row["answer_tokens"] == 10 * 3  # " " + 8 hash bytes + the newline after them, for 2 recalls and the answer
+    trainer_recipe.data.answer_end = False
+    row = MAGTrainer(trainer_recipe, out_dir=tmp_path / "unended", progress=False).train_step(0)
+    assert row["answer_tokens"] == 9 * 3
 
 
 def test_a_few_steps_lower_the_answer_loss(base_dir, tmp_path):
@@ -202,6 +205,7 @@ def test_checkpoints_hold_only_mag_parameters_and_refuse_another_base(base_dir, 
     (dict(data=dict(task="hash-hops")), "task"),
     (dict(data=dict(seed=3, val_seed=3)), "val_seed"),
     (dict(data=dict(contexts=[512])), "unknown key"),
+    (dict(data=dict(answer_end="yes")), "answer_end must be true or false"),
 ])
 def test_bad_recipes_are_refused_with_one_line(base_dir, change, message):
     with pytest.raises(AGIFormerError, match=message) as error:
@@ -239,6 +243,10 @@ def test_recall_grid_compares_three_systems_on_the_same_samples(base_dir, tmp_pa
         examples = system["examples"]
         assert len(examples) == 3 and all(isinstance(e["output"], str) and e["answer"] for e in examples)
         assert (grid[0][0] >= 0.5) if exact_match(examples[0]["answer"], examples[0]["output"]) else (grid[0][0] <= 0.5)
+        started = system["starts_with_answer"]  # an exact match starts with the answer; a run-on one only that
+        assert all(s >= e for s_row, e_row in zip(started, grid) for s, e in zip(s_row, e_row))
+        first_started = examples[0]["output"].startswith(examples[0]["answer"])
+        assert (started[0][0] >= 0.5) if first_started else (started[0][0] <= 0.5)
     written = write_report(result, tmp_path / "eval")
     assert [p.name for p in written] == ["recall.json", "recall.png"]
     assert (tmp_path / "eval" / "recall.png").stat().st_size > 5_000

@@ -62,7 +62,9 @@ def evaluate_recall(model: MAGModel, tokenizer, *, task: str = "hash-hop", conte
                     depths: Sequence[float] = (0.0, 0.5, 1.0), samples_per_cell: int = 10, window: int = 256,
                     seed: int = DEFAULT_SEED, hops: int | None = None, progress: bool = False) -> dict:
     """Exact-match rate per (context length, depth) cell for each system, every system on the same
-    samples. `tokenizer`: a TextCodec or a Hugging Face tokenizer."""
+    samples, and beside it the rate of continuations that start with the answer, whether or not they
+    stop there (`starts_with_answer`: a diagnostic, not a score; exact match needs both).
+    `tokenizer`: a TextCodec or a Hugging Face tokenizer."""
     codec = tokenizer if isinstance(tokenizer, TextCodec) else TextCodec(tokenizer)
     lengths, depth_list = list(context_tokens), list(depths)
     cells = len(lengths) * len(depth_list)
@@ -71,6 +73,7 @@ def evaluate_recall(model: MAGModel, tokenizer, *, task: str = "hash-hop", conte
                                tokenizer=codec, hops=hops, depths=depth_list)
     compared = systems(model, window)
     correct = {name: [[0] * len(depth_list) for _ in lengths] for name in compared}
+    started = {name: [[0] * len(depth_list) for _ in lengths] for name in compared}
     examples = {name: [] for name in compared}
     was_training = model.training
     model.eval()
@@ -81,6 +84,7 @@ def evaluate_recall(model: MAGModel, tokenizer, *, task: str = "hash-hop", conte
         for name, system in compared.items():
             said = continuation(model, codec, sample, window=system["window"], use_memory=system["use_memory"])
             correct[name][row][column] += exact_match(sample["answer"], said)
+            started[name][row][column] += said.startswith(sample["answer"])
             if index < EXAMPLES_KEPT:
                 examples[name].append({"answer": sample["answer"], "output": said,
                                        "context_tokens": sample["prompt_tokens"]})
@@ -91,6 +95,8 @@ def evaluate_recall(model: MAGModel, tokenizer, *, task: str = "hash-hop", conte
         "base_identity": list(model.config.base_identity()), "mag_layers": model.config.layers,
         "systems": {name: {**system, "exact_match": [[n / samples_per_cell for n in row] for row in correct[name]],
                            "overall": sum(map(sum, correct[name])) / (samples_per_cell * cells),
+                           "starts_with_answer": [[n / samples_per_cell for n in row] for row in started[name]],
+                           "starts_with_answer_overall": sum(map(sum, started[name])) / (samples_per_cell * cells),
                            "examples": examples[name]}
                     for name, system in compared.items()},
     }
@@ -122,10 +128,11 @@ def plot_recall(result: dict, png_path: Path) -> None:
                                                        1.2 + 0.6 * len(lengths)), dpi=110, squeeze=False)
     for ax, panel in zip(axes[0], panels):
         grid = [[100 * value for value in row] for row in panel["exact_match"]]
+        started = [[100 * value for value in row] for row in panel["starts_with_answer"]]
         image = ax.imshow(grid, vmin=0, vmax=100, cmap="viridis", aspect="auto")
         for r, row in enumerate(grid):
             for c, value in enumerate(row):
-                ax.text(c, r, f"{value:.0f}%", ha="center", va="center", fontsize=8,
+                ax.text(c, r, f"{value:.0f}%\n({started[r][c]:.0f}%)", ha="center", va="center", fontsize=8,
                         color="black" if value > 60 else "white")
         ax.set_xticks(range(len(depths)), [f"{d:g}" for d in depths])
         ax.set_yticks(range(len(lengths)), [f"{n:,}" for n in lengths])
@@ -133,7 +140,8 @@ def plot_recall(result: dict, png_path: Path) -> None:
         ax.set_title(f"{panel['label']}\n{100 * panel['overall']:.0f}% overall", fontsize=9)
     axes[0][0].set_ylabel("context tokens")
     fig.colorbar(image, ax=axes[0].tolist(), label="exact match (%)", shrink=0.9)
-    fig.suptitle(f"{result['task']} ({result['hops']} hop), {result['samples_per_cell']} samples per cell", fontsize=10,
+    fig.suptitle(f"{result['task']} ({result['hops']} hop), {result['samples_per_cell']} samples per cell: exact match "
+                 "(in brackets: the output starts with the answer, stopping there or not)", fontsize=10,
                  y=1.0 + 0.25 / (1.2 + 0.6 * len(lengths)))  # above the panel titles (the figure is cut to fit)
     png_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = png_path.with_name(png_path.name + ".tmp.png")

@@ -57,6 +57,7 @@ class MAGData:
     context_tokens: list[int] = field(default_factory=lambda: [1024, 2048])  # sample i has context_tokens[i % n]
     hops: int | None = None             # None: the task's default
     recalls: int = 0                    # hash-hop: answered queries about other far chains opening each query
+    answer_end: bool = True             # also train what follows each answer (its line's end): where to stop
     seed: int = 0                       # training sample i is generate_sample(task, i, seed=seed, ...)
     val_seed: int = 1                   # validation samples come from their own seed, never from training's
     val_samples: int = 32
@@ -119,6 +120,8 @@ class MAGRecipe(Schedule):
             raise AGIFormerError(f"{where}: [data] context_tokens must be a list of token counts like [1024, 2048]")
         if data.recalls < 0 or data.recalls and data.task != "hash-hop":
             raise AGIFormerError(f"{where}: [data] recalls must be ≥ 0, and only hash-hop has them")
+        if not isinstance(data.answer_end, bool):
+            raise AGIFormerError(f"{where}: [data] answer_end must be true or false, got {data.answer_end!r}")
         if data.val_samples < 1:
             raise AGIFormerError(f"{where}: [data] val_samples must be ≥ 1, got {data.val_samples}")
         if data.val_seed == data.seed:

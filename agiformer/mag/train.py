@@ -4,7 +4,10 @@ Step s trains on samples s·B … s·B + B − 1 of `generate_sample(task, i, se
 generated on the fly (sample i has context_tokens[i % n] tokens and a needle depth drawn from i), so
 the data needs no state. The sequence is prompt + answer; the loss is the cross-entropy of the answer
 tokens only, in fp32, and, with `[data] recalls = R` (hash-hop), of the R recall answers that open
-the query too: R + 1 lookups beyond the window per sequence for ~R·20 more tokens. The stage of step
+the query too: R + 1 lookups beyond the window per sequence for ~R·20 more tokens. With `[data]
+answer_end = true` (the default) each answer's target also holds what follows it in the format (the
+newline that ends its line): without it, a model that recalled a hash right went on writing hash
+characters after it, and exact match refused every one. The stage of step
 s (`recipe.stage_at(s)`) says which MAG parameters train:
 the others get requires_grad=False for that step and so no gradient, and AdamW leaves a parameter
 without a gradient untouched (no moment update, no weight decay). Since the stage, the learning rate
@@ -113,7 +116,7 @@ class MAGTrainer(TrainingLoop):
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
-        batch = [answer_targets(self.train_sample(step * recipe.batch_size + i), self.codec)
+        batch = [answer_targets(self.train_sample(step * recipe.batch_size + i), self.codec, end=recipe.data.answer_end)
                  for i in range(recipe.batch_size)]
         answer_tokens = sum(end - start for _, spans in batch for start, end in spans)
         loss_sum, correct = 0.0, 0

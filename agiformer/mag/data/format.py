@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from agiformer.errors import AGIFormerError
 from agiformer.mag.data.tokenizers import Encode
 
 FORMAT_VERSION = 2  # 2: hash-hop queries open with in-window demonstrations
 SAMPLE_KEYS = ("task", "context", "query", "answer", "needle_token_start", "needle_token_end", "prompt_tokens",
                "metadata")
+# What follows an answer in the format's own text: the end of its line, or the ":" of the `def` line.
+ANSWER_ENDS = {"hash-hop": "\n", "dependency": "\n", "code": ":"}
 
 
 class InvalidSample(ValueError):
@@ -26,12 +29,22 @@ def encode_sample(sample: Mapping, encode: Encode) -> tuple[list[int], list[int]
     return encode(format_prompt(sample)), encode(sample["answer"])
 
 
-def answer_targets(sample: Mapping, encode: Encode) -> tuple[list[int], list[tuple[int, int]]]:
+def answer_targets(sample: Mapping, encode: Encode, *, end: bool = False) -> tuple[list[int], list[tuple[int, int]]]:
     """The training sequence, prompt + answer, and the token spans [start, end) it is scored on: the
-    recall answers inside the prompt (hash-hop with recalls), then the answer."""
+    recall answers inside the prompt (hash-hop with recalls), then the answer. end=True also scores
+    what follows each answer (`ANSWER_ENDS`, appended after the last): a model never taught where an
+    answer stops runs on past it, and exact match refuses that."""
     prompt, answer = encode_sample(sample, encode)
     spans = [tuple(span) for span in sample["metadata"].get("recall_answer_spans", [])]
-    return prompt + answer, spans + [(len(prompt), len(prompt) + len(answer))]
+    if not end:
+        return prompt + answer, spans + [(len(prompt), len(prompt) + len(answer))]
+    stop = encode(ANSWER_ENDS[sample["task"]])
+    for start, stop_at in spans:
+        if prompt[stop_at:stop_at + len(stop)] != stop:
+            raise AGIFormerError(f"the recall answer at tokens [{start}, {stop_at}) is not followed by "
+                                f"{ANSWER_ENDS[sample['task']]!r} as its own token")
+    return (prompt + answer + stop, [(start, stop_at + len(stop)) for start, stop_at in spans]
+            + [(len(prompt), len(prompt) + len(answer) + len(stop))])
 
 
 def exact_match(answer: str, continuation: str) -> bool:
