@@ -346,8 +346,8 @@ def test_cli_bad_arguments_are_one_line_errors(argv, message, tmp_path, monkeypa
 
 def test_answer_end_is_what_the_format_writes_after_the_answer(curricula):
     """end=True appends and scores the text that follows an answer in the format itself: the newline
-    that ends a hash-hop or dependency answer's line, the ":" after a code answer's parameter list."""
-    for task, after in (("hash-hop", "\n"), ("dependency", "\n"), ("code", ":")):
+    that ends a hash-hop or dependency answer's line; a code answer ends with its own ")"."""
+    for task, after in (("hash-hop", "\n"), ("dependency", "\n"), ("code", "")):
         s = curricula[task][0]
         tokens, spans = answer_targets(s, bytes_encode)
         ended, ended_spans = answer_targets(s, bytes_encode, end=True)

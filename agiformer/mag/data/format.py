@@ -10,8 +10,9 @@ from agiformer.mag.data.tokenizers import Encode
 FORMAT_VERSION = 2  # 2: hash-hop queries open with in-window demonstrations
 SAMPLE_KEYS = ("task", "context", "query", "answer", "needle_token_start", "needle_token_end", "prompt_tokens",
                "metadata")
-# What follows an answer in the format's own text: the end of its line, or the ":" of the `def` line.
-ANSWER_ENDS = {"hash-hop": "\n", "dependency": "\n", "code": ":"}
+# What follows an answer in the format's own text: the end of its line. A code answer needs none: it
+# ends with the ")" that closes its parameter list, and what follows that in the source varies (":", " -> T:").
+ANSWER_ENDS = {"hash-hop": "\n", "dependency": "\n"}
 
 
 class InvalidSample(ValueError):
@@ -38,11 +39,12 @@ def answer_targets(sample: Mapping, encode: Encode, *, end: bool = False) -> tup
     spans = [tuple(span) for span in sample["metadata"].get("recall_answer_spans", [])]
     if not end:
         return prompt + answer, spans + [(len(prompt), len(prompt) + len(answer))]
-    stop = encode(ANSWER_ENDS[sample["task"]])
+    after = ANSWER_ENDS.get(sample["task"], "")
+    stop = encode(after) if after else []
     for start, stop_at in spans:
         if prompt[stop_at:stop_at + len(stop)] != stop:
             raise AGIFormerError(f"the recall answer at tokens [{start}, {stop_at}) is not followed by "
-                                f"{ANSWER_ENDS[sample['task']]!r} as its own token")
+                                f"{after!r} as its own token")
     return (prompt + answer + stop, [(start, stop_at + len(stop)) for start, stop_at in spans]
             + [(len(prompt), len(prompt) + len(answer) + len(stop))])
 
