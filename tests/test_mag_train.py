@@ -123,9 +123,29 @@ def test_a_few_steps_lower_the_answer_loss(base_dir, tmp_path):
     assert abs(train[0]["train_answer_bits"] * 0.6931471805599453 - train[0]["train_answer_loss"]) < 1e-9
     assert [r["step"] for r in rows if r["kind"] == "val"] == [3, 6, 8]
     assert summary["train_tokens_per_s"] > 0 and summary["base_forward_tokens_per_s"] > 0
-    assert summary["best_val_answer_loss"] == min(r["val_answer_loss"] for r in rows if r["kind"] == "val")
+    assert summary["best_val_rank"] == min([1 - r["val_exact_match"], r["val_answer_loss"]] for r in rows
+                                           if r["kind"] == "val")
     assert (tmp_path / "curves.png").stat().st_size > 5_000
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 8
+
+
+def test_best_keeps_the_highest_exact_match_then_the_lowest_loss(base_dir, tmp_path):
+    """best/ follows exact match first: a rise in exact match wins over a lower loss, and the loss only
+    decides among equal exact matches. Validation rows are scripted here: the choice is under test."""
+    trainer = MAGTrainer(tiny_recipe(base_dir, steps=4, eval_every=1, stages=[dict(name="all")]), out_dir=tmp_path,
+                         progress=False)
+    scripted = iter([(0.0, 1.0), (0.5, 1.2), (0.5, 1.1), (0.25, 0.5)])  # (exact match, answer loss) at steps 1-4
+
+    def validate():
+        exact, loss = next(scripted)
+        return {"kind": "val", "step": trainer.state["step"], "tokens_seen": trainer.state["tokens_seen"],
+                "samples": 2, "val_exact_match": exact, "val_answer_loss": loss, "val_answer_bits": loss,
+                "val_answer_accuracy": 0.5}
+
+    trainer.validate = validate
+    summary = trainer.train()
+    assert summary["best_val_rank"] == [0.5, 1.1]
+    assert json.loads((tmp_path / "best" / "trainer.json").read_text())["step"] == 3
 
 
 def test_each_stage_trains_only_its_parameters(base_dir, tmp_path):

@@ -16,8 +16,8 @@ checkpoint, a resumed run repeats the uninterrupted one bit for bit, across stag
 
 Validation: the answer loss (teacher-forced) and the exact-match rate of greedy decoding with the
 cache, window W and the memory on, over `val_samples` samples of their own seed. `best/` keeps the
-lowest validation answer loss: it is continuous, where exact match on a few dozen samples ties for
-long stretches (at 0 % early on); both are in metrics.jsonl.
+highest exact match, and among equals the lowest validation answer loss (continuous, where exact
+match on a few dozen samples ties for long stretches, at 0 % early on); both are in metrics.jsonl.
 """
 
 from __future__ import annotations
@@ -63,7 +63,12 @@ def stage_parameters(model: MAGModel, stage: str) -> dict[str, torch.nn.Paramete
 
 
 class MAGTrainer(TrainingLoop):
-    best_metric = "val_answer_loss"
+    best_metric = "val_rank"
+
+    def rank(self, val: dict) -> list[float]:
+        """best/: the highest exact match, then the lowest answer loss. By loss alone, a run that learned
+        to end its answers (exact match 0 → 56 %) kept the checkpoint from before, 0.002 nats lower."""
+        return [1 - val["val_exact_match"], val["val_answer_loss"]]
 
     def __init__(self, recipe: MAGRecipe, *, out_dir: str | Path | None = None, device: str = "auto",
                  resume: bool = False, progress: bool = True):
@@ -88,7 +93,7 @@ class MAGTrainer(TrainingLoop):
                                             tokenizer=self.codec, hops=data.hops)
         self.optimizer = optimizer_for(self.model.mag, recipe)
         self.generators = {}  # samples are functions of their index; nothing else is drawn at random
-        self.state = {"step": 0, "tokens_seen": 0, "train_s": 0.0, "best_val_answer_loss": math.inf,
+        self.state = {"step": 0, "tokens_seen": 0, "train_s": 0.0, "best_val_rank": None,
                       "elapsed_s": 0.0}
         self.saved_module = self.model.mag  # the base is never stored: its identity is in the config
         self.open_run(resume=resume, recipe=recipe.to_dict())

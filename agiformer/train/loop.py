@@ -29,7 +29,11 @@ from agiformer.train.plots import plot_curves, read_metrics
 
 
 class TrainingLoop:
-    best_metric = "val_bpb"  # the validation value `best/` holds the lowest of (state key "best_" + it)
+    best_metric = "val_bpb"  # `best/` holds the lowest rank(validation row) so far, kept in state["best_" + it]
+
+    def rank(self, val: dict):
+        """What `best/` minimises over validation rows (anything comparable with <): `best_metric`'s value."""
+        return val[self.best_metric]
 
     # ---- what a trainer supplies ---------------------------------------------------------------------
 
@@ -133,8 +137,9 @@ class TrainingLoop:
                 if step % recipe.eval_every == 0 or last:
                     last_val = self.validate()
                     self.log(last_val)
-                    if last_val[self.best_metric] < self.state[best_key]:
-                        self.state[best_key] = last_val[self.best_metric]
+                    rank, best = self.rank(last_val), self.state.get(best_key)
+                    if best is None or rank < best:  # None: a run resumed from before this rank was kept
+                        self.state[best_key] = rank
                         self.save("best")
                     if self.dist.is_main:
                         plot_curves(self.metrics_path, self.out_dir / "curves.png", title=recipe.name,
@@ -156,7 +161,7 @@ class TrainingLoop:
             for s, handler in previous_handlers.items():
                 signal.signal(s, handler)
         summary = {"recipe": recipe.name, "steps": self.state["step"], **self.summary_fields(),
-                   "elapsed_s": round(self.state["elapsed_s"], 1), best_key: self.state[best_key],
+                   "elapsed_s": round(self.state["elapsed_s"], 1), best_key: self.state.get(best_key),
                    "last_val": last_val, "checkpoint": str(self.out_dir / "last"), "stopped_early": self.stop_requested}
         if self.dist.is_main:
             (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
