@@ -18,7 +18,6 @@ Writes docs/results/mag_key_span.{json,md}.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import torch
@@ -28,11 +27,12 @@ from agiformer.mag.base import TextCodec
 from agiformer.mag.data import answer_targets
 from agiformer.mag.model import MAGModel
 from benchmarks.common import (
-    RESULTS_DIR, command_line, environment, environment_markdown, finish_environment, log, markdown_table, write_json,
+    RESULTS_DIR, command_line, environment_markdown, finish_environment, log, markdown_table, write_json,
     write_text,
 )
 from benchmarks.mag_lookup import (
-    add_prompt_arguments, answer_lookups, ask_as_the_needle_is_written, hash_hop_prompts, windowed_base,
+    add_prompt_arguments, answer_lookups, ask_as_the_needle_is_written, hash_hop_prompts, parse_and_start,
+    windowed_base,
 )
 
 
@@ -88,11 +88,7 @@ def main(argv=None) -> None:
     parser.add_argument("--window", type=int, default=256)
     add_prompt_arguments(parser)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "mag_key_span", help="output stem")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    started = time.time()
-    env = environment(torch.device("cpu"))
+    args, started, env = parse_and_start(parser, argv)
     model, codec = windowed_base(args.base, args.window)
     layers, spans = [int(x) for x in args.layers.split(",")], [int(x) for x in args.spans.split(",")]
     log(f"mag_key_span: {args.base}, layers {layers}, spans {spans}, {args.samples} hash-hop prompts of "

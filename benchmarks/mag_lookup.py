@@ -64,6 +64,15 @@ def add_prompt_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
 
 
+def parse_and_start(parser: argparse.ArgumentParser, argv) -> tuple[argparse.Namespace, float, dict]:
+    """The parsed options with --threads applied, the start time and the environment record: how every
+    MAG benchmark begins."""
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args, time.time(), environment(torch.device("cpu"))
+
+
 def hash_hop_prompts(codec: TextCodec, samples: int, context_tokens: int, window: int) -> list[dict]:
     """Single-hop hash-hop samples drawn as `agiformer mag eval` draws them (its seed)."""
     return generate_samples("hash-hop", samples, seed=DEFAULT_SEED, context_tokens=context_tokens, window=window,
@@ -192,11 +201,7 @@ def main(argv=None) -> None:
                         help="ask 'hop 1 from <key>:' (the curriculum's form) or '<key> =' (the needle's)")
     parser.add_argument("--seed", type=int, default=0, help="initialises a fresh model's MAG layers (default: 0)")
     parser.add_argument("--out", type=Path, help="output stem (default: docs/results/mag_lookup[_RUN])")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    started = time.time()
-    env = environment(torch.device("cpu"))
+    args, started, env = parse_and_start(parser, argv)
     path = Path(args.model)
     trained = path.is_dir() and find_mag_checkpoint(path) is not None
     if trained:

@@ -27,7 +27,6 @@ Writes docs/results/mag_oracle.{json,md}.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import torch
@@ -36,10 +35,12 @@ import torch.nn.functional as F
 from agiformer.mag.data import answer_targets
 from agiformer.mag.model import MAGModel
 from benchmarks.common import (
-    RESULTS_DIR, command_line, environment, environment_markdown, finish_environment, log, markdown_table, write_json,
+    RESULTS_DIR, command_line, environment_markdown, finish_environment, log, markdown_table, write_json,
     write_text,
 )
-from benchmarks.mag_lookup import add_prompt_arguments, answer_lookups, hash_hop_prompts, windowed_base
+from benchmarks.mag_lookup import (
+    add_prompt_arguments, answer_lookups, hash_hop_prompts, parse_and_start, windowed_base,
+)
 
 INJECTIONS = ("needle state", "token embedding", "recalled embedding")
 
@@ -89,11 +90,7 @@ def main(argv=None) -> None:
     parser.add_argument("--window", type=int, default=256)
     add_prompt_arguments(parser)
     parser.add_argument("--out", type=Path, help="output stem (default: docs/results/mag_oracle)")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    started = time.time()
-    env = environment(torch.device("cpu"))
+    args, started, env = parse_and_start(parser, argv)
     model, codec = windowed_base(args.base, args.window)
     base = model.base
     layers = [int(i) for i in args.layers.split(",")]

@@ -18,8 +18,9 @@ early), values the tokens' embedding rows instead of q_in (what the head reads a
 late MAG layer's read can name the answer; `python -m benchmarks.mag_oracle` measures both).
 With `memory_read_scale = "residual"`, m is multiplied by the RMS of the residual h it joins (measured,
 no gradient): the residual grows through the layers (RMS ≈ 4 at SmolLM2's layer 4, 17 at layer 24:
-`python -m benchmarks.mag_oracle`), and a unit read behind a nearly closed gate is under 1 % of it late, too little to move the prediction and
-more than Adam at a small learning rate can scale up in a short run.
+`python -m benchmarks.mag_oracle`), and a unit read behind a nearly closed gate is under 1 % of it
+late, too little to move the prediction and more than Adam at a small learning rate can scale up in
+a short run.
 
 Attention window W: a query sees itself and the W − 1 positions before it (the semantics of
 `agiformer.ops.window_attention`); W = None is full causal attention.
