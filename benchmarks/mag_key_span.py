@@ -53,30 +53,37 @@ def key_hits_by_index(states: torch.Tensor, tokens: list[int], answer: tuple[int
             for p, _, holders in answer_lookups(tokens, answer, needle)]
 
 
-def measure(model: MAGModel, codec: TextCodec, samples: list[dict], layers: list[int], spans: list[int]
-            ) -> dict[tuple[int, int], list[list[int]]]:
-    """(layer, span) → per answer-token index [found, lookups]."""
+def normed_inputs(model: MAGModel, tokens: list[int], layers: list[int]) -> dict[int, torch.Tensor]:
+    """Layer → (L − 1, dim): the base's normed input states at those decoder layers, for the prompt
+    tokens[:-1] (the last token is only ever a target), attention under the model's window."""
     captured = {}
     hooks = [model.base.model.layers[i].input_layernorm.register_forward_hook(
         lambda module, args, out, i=i: captured.__setitem__(i, out[0].detach())) for i in layers]
-    found = {(layer, span): [] for layer in layers for span in spans}
     try:
-        for sample in samples:
-            tokens, answer_spans = answer_targets(sample, codec)
-            with torch.no_grad():
-                model(torch.tensor([tokens[:-1]], device=model.base.device), use_memory=False)
-            for (layer, span), counts in found.items():
-                hits = key_hits_by_index(captured[layer], tokens, answer_spans[-1],
-                                         (sample["needle_token_start"], sample["needle_token_end"]),
-                                         model.config.window, span)
-                for j, hit in enumerate(hits):
-                    if j == len(counts):
-                        counts.append([0, 0])
-                    counts[j][0] += hit
-                    counts[j][1] += 1
+        with torch.no_grad():
+            model(torch.tensor([tokens[:-1]], device=model.base.device), use_memory=False)
     finally:
         for hook in hooks:
             hook.remove()
+    return captured
+
+
+def measure(model: MAGModel, codec: TextCodec, samples: list[dict], layers: list[int], spans: list[int]
+            ) -> dict[tuple[int, int], list[list[int]]]:
+    """(layer, span) → per answer-token index [found, lookups]."""
+    found = {(layer, span): [] for layer in layers for span in spans}
+    for sample in samples:
+        tokens, answer_spans = answer_targets(sample, codec)
+        states = normed_inputs(model, tokens, layers)
+        for (layer, span), counts in found.items():
+            hits = key_hits_by_index(states[layer], tokens, answer_spans[-1],
+                                     (sample["needle_token_start"], sample["needle_token_end"]),
+                                     model.config.window, span)
+            for j, hit in enumerate(hits):
+                if j == len(counts):
+                    counts.append([0, 0])
+                counts[j][0] += hit
+                counts[j][1] += 1
     return found
 
 
@@ -93,7 +100,7 @@ def main(argv=None) -> None:
     layers, spans = [int(x) for x in args.layers.split(",")], [int(x) for x in args.spans.split(",")]
     log(f"mag_key_span: {args.base}, layers {layers}, spans {spans}, {args.samples} hash-hop prompts of "
         f"{args.context_tokens} tokens, window {args.window}")
-    samples = hash_hop_prompts(codec, args.samples, args.context_tokens, args.window)
+    samples = hash_hop_prompts(codec, args, args.window)
     forms = {"question": samples, "needle": [ask_as_the_needle_is_written(sample) for sample in samples]}
     rows, results = [], []
     for form, asked in forms.items():

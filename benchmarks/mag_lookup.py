@@ -12,6 +12,10 @@ every answer token j (predicted at position p = answer start − 1 + j, teacher-
                  depth-1 memory could give if its writes converged; below key top-1 when the
                  pairs outnumber what one d × d map can hold apart
 
+    θ needle     the memory's write weight (`lr_proj`'s gate, mean over heads) at the needle positions
+                 holding answer tokens, over its mean at all positions beyond the window: how much more
+                 of the map's capacity the write gives the pairs that will be asked for (1: none)
+
 Also, per answer-token index, how often the model's teacher-forced prediction is the answer's token
 (`--query-form needle` asks as the needle is written, "<key> =", instead of "hop 1 from <key>:").
 
@@ -61,6 +65,8 @@ def add_prompt_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every MAG benchmark shares: how many hash-hop prompts, how long, on how many threads."""
     parser.add_argument("--context-tokens", type=int, default=1024)
     parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--depth", type=float,
+                        help="where the needle lies, 0 (first line) to 1 (last before the window) (default: drawn)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
 
 
@@ -73,10 +79,11 @@ def parse_and_start(parser: argparse.ArgumentParser, argv) -> tuple[argparse.Nam
     return args, time.time(), environment(torch.device("cpu"))
 
 
-def hash_hop_prompts(codec: TextCodec, samples: int, context_tokens: int, window: int) -> list[dict]:
-    """Single-hop hash-hop samples drawn as `agiformer mag eval` draws them (its seed)."""
-    return generate_samples("hash-hop", samples, seed=DEFAULT_SEED, context_tokens=context_tokens, window=window,
-                            tokenizer=codec)
+def hash_hop_prompts(codec: TextCodec, args: argparse.Namespace, window: int) -> list[dict]:
+    """Single-hop hash-hop samples as `agiformer mag eval` draws them (its seed), as many, as long and
+    with the needle as deep as add_prompt_arguments' options say."""
+    return generate_samples("hash-hop", args.samples, seed=DEFAULT_SEED, context_tokens=args.context_tokens,
+                            window=window, tokenizer=codec, depths=args.depth)
 
 
 def windowed_base(name: str, window: int) -> tuple[MAGModel, TextCodec]:
@@ -99,21 +106,31 @@ def answer_lookups(tokens: list[int], answer: tuple[int, int], needle: tuple[int
     return lookups
 
 
+def ridge_map(keys: torch.Tensor, values: torch.Tensor, ridge: float) -> torch.Tensor:
+    """W = argmin Σ_t ‖k_t W − v_t‖² + λ‖W‖² over the rows of keys (n, Dk) and values (n, Dv)."""
+    return torch.linalg.solve(keys.T @ keys + ridge * torch.eye(keys.shape[1], dtype=keys.dtype), keys.T @ values)
+
+
 def layer_lookup(layer, x: torch.Tensor, values: torch.Tensor | None, output: torch.Tensor, tokens: list[int],
-                 answer: tuple[int, int], needle: tuple[int, int], window: int) -> tuple[int, int, int, int]:
-    """(key, read and ridge top-1 hits, answer tokens) for one prompt at one MAG layer: x (L, dim)
-    the memory's input, values (L, dim) what it stores where that is not x, output (L, dim) its output."""
+                 answer: tuple[int, int], needle: tuple[int, int], window: int) -> tuple[float, ...]:
+    """(key, read and ridge top-1 hits, answer tokens, θ needle) for one prompt at one MAG layer:
+    x (L, dim) the memory's input, values (L, dim) what it stores where that is not x, output (L, dim)
+    its output."""
     memory = layer.memory
+    lookups = answer_lookups(tokens, answer, needle)
     with torch.no_grad():
+        theta = torch.sigmoid(memory.lr_proj(x).double()).mean(-1)[:answer[0] - window]
+        held = sorted({t for _, _, holders in lookups for t in holders})
+        theta_needle = (theta[held].mean() / theta.mean()).item()
         (q, k, v), _ = memory.unit_projections(x[None], values=None if values is None else values[None])
         q, k, v = (t[0].double() for t in (q, k, v))
         stored = F.normalize(memory.out_proj(v.to(output.dtype)), dim=-1)
         # the least-squares map over the pairs every answer position sees beyond its window
         seen = answer[0] - window
-        keys, values = k[:seen], v[:seen]
-        ridge = torch.linalg.solve(keys.T @ keys + RIDGE * torch.eye(keys.shape[1], dtype=keys.dtype), keys.T @ values)
+        values = v[:seen]
+        ridge = ridge_map(k[:seen], values, RIDGE)
     key_hits = read_hits = ridge_hits = count = 0
-    for p, target, holders in answer_lookups(tokens, answer, needle):
+    for p, target, holders in lookups:
         beyond = p - window + 1  # positions 0 … p − W are outside p's window
         count += 1
         keys = k[:beyond] @ q[p]
@@ -122,7 +139,7 @@ def layer_lookup(layer, x: torch.Tensor, values: torch.Tensor | None, output: to
         read_hits += int(tokens[read.argmax().item()] == target)
         best = values @ F.normalize(q[p] @ ridge, dim=0)
         ridge_hits += int(tokens[best.argmax().item()] == target)
-    return key_hits, read_hits, ridge_hits, count
+    return key_hits, read_hits, ridge_hits, count, theta_needle
 
 
 def format_entropy(codec: TextCodec, answers: int = 3000, seed: int = 0) -> float:
@@ -154,13 +171,13 @@ def ask_as_the_needle_is_written(sample: dict) -> dict:
 
 
 def measure(model: MAGModel, codec: TextCodec, samples: list[dict]) -> tuple[dict, list[list[int]]]:
-    """Per MAG layer: key, read and ridge top-1; and per answer-token index [right, total] of the
-    teacher-forced predictions."""
+    """Per MAG layer: key, read and ridge top-1 and θ needle; and per answer-token index [right, total]
+    of the teacher-forced predictions."""
     captured: dict[str, tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]] = {}
     hooks = [layer.memory.register_forward_hook(
         lambda module, inputs, out, name=name: captured.__setitem__(name, captured_memory_call(inputs, out)))
         for name, layer in model.mag.items()]
-    totals = {name: [0, 0, 0, 0] for name in model.mag}
+    totals = {name: [0, 0, 0, 0, 0.0] for name in model.mag}
     by_index: list[list[int]] = []
     try:
         for sample in samples:
@@ -181,8 +198,8 @@ def measure(model: MAGModel, codec: TextCodec, samples: list[dict]) -> tuple[dic
         for hook in hooks:
             hook.remove()
     return {name: {"key_top1": key / count, "read_top1": read / count, "ridge_top1": ridge / count,
-                   "answer_tokens": count}
-            for name, (key, read, ridge, count) in totals.items()}, by_index
+                   "answer_tokens": count, "theta_needle": theta / len(samples)}
+            for name, (key, read, ridge, count, theta) in totals.items()}, by_index
 
 
 def main(argv=None) -> None:
@@ -217,8 +234,9 @@ def main(argv=None) -> None:
         what = f"fresh MAG layers {model.config.layers} (seed {args.seed})"
     what += f", {model.config.memory_write} write" + (f" (λ = {model.config.memory_ridge:g})"
                                                       if model.config.memory_write == "least_squares" else "")
-    log(f"mag_lookup: {what}, {args.samples} hash-hop prompts of {args.context_tokens} tokens")
-    samples = hash_hop_prompts(codec, args.samples, args.context_tokens, model.config.window)
+    where = "drawn per prompt" if args.depth is None else f"{args.depth:g}"
+    log(f"mag_lookup: {what}, {args.samples} hash-hop prompts of {args.context_tokens} tokens, needle depth {where}")
+    samples = hash_hop_prompts(codec, args, model.config.window)
     if args.query_form == "needle":
         samples = [ask_as_the_needle_is_written(sample) for sample in samples]
         what += ", asked as '<key> ='"
@@ -226,23 +244,24 @@ def main(argv=None) -> None:
     floor = format_entropy(codec)
     finish_environment(env, started)
     result = {"model": what, "window": model.config.window, "context_tokens": args.context_tokens,
-              "samples": args.samples, "memory_depth": model.config.memory_depth, "layers": layers,
+              "needle_depth": args.depth, "samples": args.samples, "memory_depth": model.config.memory_depth,
+              "layers": layers,
               "answer_token_accuracy": [{"index": j, "right": right, "total": total}
                                         for j, (right, total) in enumerate(by_index)],
               "format_entropy_nats": floor,
               "command": command_line("mag_lookup", argv), "environment": env}
     stem = args.out or RESULTS_DIR / ("mag_lookup" + (f"_{path.name}" if trained else ""))
     write_json(stem.with_suffix(".json"), result)
-    table = markdown_table(["MAG layer", "key top-1", "read top-1", "ridge top-1", "answer tokens"],
+    table = markdown_table(["MAG layer", "key top-1", "read top-1", "ridge top-1", "answer tokens", "θ needle"],
                            [[name] + [f"{100 * r[key]:.0f} %" for key in ("key_top1", "read_top1", "ridge_top1")]
-                            + [r["answer_tokens"]] for name, r in layers.items()])
+                            + [r["answer_tokens"], f"{r['theta_needle']:.2f}"] for name, r in layers.items()])
     accuracy = markdown_table(["answer token"] + [str(j + 1) for j in range(len(by_index))],
                               [["right / prompts"] + [f"{right} / {total}" for right, total in by_index]])
     write_text(stem.with_suffix(".md"), f"# MAG lookup: {what}\n\n`{result['command']}`\n\n{args.samples} single-hop "
-               f"hash-hop prompts of {args.context_tokens} tokens, window {model.config.window}, memory depth "
-               f"{model.config.memory_depth}.\n\n{table}\n\nThe model's teacher-forced prediction of each answer "
-               f"token:\n\n{accuracy}\n\nAnswer loss of a model that knows only the format: "
-               f"{floor:.2f} nats/token.\n\n{environment_markdown(env)}\n")
+               f"hash-hop prompts of {args.context_tokens} tokens, needle depth {where}, window "
+               f"{model.config.window}, memory depth {model.config.memory_depth}.\n\n{table}\n\nThe model's "
+               f"teacher-forced prediction of each answer token:\n\n{accuracy}\n\nAnswer loss of a model that "
+               f"knows only the format: {floor:.2f} nats/token.\n\n{environment_markdown(env)}\n")
     print(table)
     print(accuracy)
     print(f"format-only answer loss: {floor:.2f} nats/token")

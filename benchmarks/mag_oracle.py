@@ -97,7 +97,7 @@ def main(argv=None) -> None:
     scales = [float(c) for c in args.scales.split(",")]
     log(f"mag_oracle: {args.base}, window {args.window}, {args.samples} hash-hop prompts of {args.context_tokens} "
         f"tokens, injections at layers {layers}")
-    samples = hash_hop_prompts(codec, args.samples, args.context_tokens, args.window)
+    samples = hash_hop_prompts(codec, args, args.window)
     embeddings = base.get_input_embeddings().weight.detach().float()
     residuals: dict[int, torch.Tensor] = {}
     hooks = [base.model.layers[i].input_layernorm.register_forward_pre_hook(

@@ -155,3 +155,42 @@ def test_key_span_finds_a_needle_only_when_the_key_spans_what_tells_lines_apart(
     needle, answer = (len(before), len(before) + 5), (len(tokens) - 2, len(tokens))
     assert key_hits_by_index(states, tokens, answer, needle, window=8, span=3) == [1, 1]
     assert key_hits_by_index(states, tokens, answer, needle, window=8, span=1) == [0, 1]
+
+
+def test_benchmark_prompts_put_the_needle_as_deep_as_asked():
+    from argparse import Namespace
+
+    from benchmarks.mag_lookup import hash_hop_prompts
+
+    def prompts(depth):
+        return hash_hop_prompts("bytes", Namespace(samples=2, context_tokens=600, depth=depth), 128)
+
+    assert [s["needle_token_start"] for s in prompts(0.0)] == [0, 0]
+    assert all(s["metadata"]["depth"] == 1.0 and not s["metadata"]["depth_drawn"] for s in prompts(1.0))
+    assert all(s["metadata"]["depth_drawn"] for s in prompts(None))
+
+
+def test_value_positions_mark_the_tokens_after_each_lines_equals_sign():
+    from benchmarks.mag_capacity import value_positions
+
+    pieces = ["ab", "c", " =", " x", "y", "\n", "d", " =", " z", "w\n", "e"]
+    assert value_positions(pieces).tolist() == [False, False, False, True, True, False,
+                                                False, False, True, True, False]
+
+
+def test_concatenated_keys_tell_apart_lines_whose_key_tokens_sum_alike():
+    """One-hot states: "A B = V" and twice "B A = W" have the same summed key, so a map keyed by sums
+    reads mostly W for the question "A B ="; keyed by the three tokens side by side it reads V."""
+    from benchmarks.mag_capacity import reads_right
+
+    A, B, EQ, NL, C, D, V, W, X = range(9)
+    tokens = [A, B, EQ, V, NL, B, A, EQ, W, NL, C, D, EQ, X, NL, B, A, EQ, W, NL, A, B, EQ, V]
+    states = torch.eye(9, dtype=torch.float64)[tokens[:-1]]
+    embeddings = torch.eye(9, dtype=torch.float64)
+
+    def read(form):
+        return reads_right(states, embeddings, tokens, (23, 24), (0, 5), window=3, span=3, form=form, writes=None,
+                           ridge=1e-3)
+
+    assert read("concat") == (1, 1)
+    assert read("sum") == (0, 1)
