@@ -17,11 +17,14 @@ from agiformer.mag.model import WEIGHTS_FILE  # noqa: E402
 
 VOCAB = 260
 ARCHITECTURES = ["qwen3", "llama"]
-# memory variants: the Titans write; least squares; least squares looking at layer 0 and storing token embeddings
+# memory variants: the Titans write; least squares; least squares looking at layer 0 and storing token embeddings,
+# its keys summed over 3 tokens or 2 tokens side by side
 MEMORIES = {"gradient": {}, "least_squares": dict(memory_write="least_squares"),
             "source_embeddings_residual": dict(memory_write="least_squares", memory_source_layer=0,
                                                memory_values="embeddings", memory_read_scale="residual",
-                                               memory_key_span=3)}
+                                               memory_key_span=3),
+            "concatenated_keys": dict(memory_write="least_squares", memory_source_layer=0, memory_values="embeddings",
+                                      memory_key_span=2, memory_key_form="concat")}
 TOL = 1e-9
 
 
@@ -295,7 +298,9 @@ def test_config_layers_validation_and_json_round_trip(tmp_path):
     for bad in (dict(window=0), dict(memory_depth=0), dict(max_lr=0.0), dict(grad_chunks=0), dict(layers=[2, 1]),
                 dict(memory_write="delta"), dict(memory_write="least_squares", memory_depth=2), dict(memory_ridge=0.0),
                 dict(memory_values="logits"), dict(layers=[2], memory_source_layer=3), dict(memory_read_scale="big"),
-                dict(memory_key_span=4), dict(memory_key_span=0),
+                dict(memory_key_span=4), dict(memory_key_span=0), dict(memory_key_form="outer"),
+                dict(memory_key_form="concat", memory_key_span=2),
+                dict(memory_key_form="concat", memory_write="least_squares", memory_key_span=1),
                 dict(layers="every_2"), dict(layers=[4], base_num_layers=4, base_architecture="X", base_hidden_size=8)):
         with pytest.raises(AGIFormerError, match="invalid mag config"):
             MAGConfig(**bad)

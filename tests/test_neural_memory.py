@@ -25,7 +25,15 @@ DEPTHS = [1, 2]
 HEADS = [1, 2]
 CHUNK_SIZES = [1, 3, 8]
 LENGTHS = [1, 7, 16, 21]
-LAYERS = [("gradient", 1), ("gradient", 2), ("least_squares", 1)]  # (write, depth) of a NeuralMemory
+# (write, depth) of a NeuralMemory; "least_squares+concat": keyed by 2 positions side by side
+LAYERS = [("gradient", 1), ("gradient", 2), ("least_squares", 1), ("least_squares+concat", 1)]
+
+
+def layer_kind(write: str) -> dict:
+    """NeuralMemory keyword arguments for a LAYERS write."""
+    if write == "least_squares+concat":
+        return {"write": "least_squares", "key_form": "concat", "key_span": 2}
+    return {"write": write}
 
 
 def relative_error(a, b):
@@ -63,7 +71,7 @@ def small_layer(*, heads=2, depth=2, chunk_size=4, grad_chunks=None, dim=8, seed
     """A layer whose convolution (if any) mixes positions from the start: random taps, not the identity."""
     torch.manual_seed(seed)
     layer = NeuralMemory(dim=dim, heads=heads, depth=depth, chunk_size=chunk_size, grad_chunks=grad_chunks,
-                         max_lr=0.5, conv_kernel=conv_kernel, write=write).to(dtype)
+                         max_lr=0.5, conv_kernel=conv_kernel, **layer_kind(write)).to(dtype)
     if layer.conv is not None:
         torch.nn.init.normal_(layer.conv.weight, std=0.5)
     return layer
@@ -175,8 +183,12 @@ def test_sequences_never_share_memory(write, depth, heads):
 def test_layer_is_causal_and_blind_to_its_own_chunk(write, depth, heads, chunk_size, conv_kernel):
     """Changing x_t changes y_t itself (its query) and later chunks, never y_s for s < t nor the other
     positions of t's chunk (they were read before the chunk was written), except the next
-    conv_kernel − 1, whose queries the short convolution mixes x_t into."""
+    conv_kernel − 1, whose queries the short convolution mixes x_t into (and key_span − 1 more with
+    concatenated keys, whose queries hold earlier positions' outputs too)."""
+    if write == "least_squares+concat" and conv_kernel == 1:
+        pytest.skip("concatenated keys need the convolution")
     layer = small_layer(heads=heads, depth=depth, chunk_size=chunk_size, conv_kernel=conv_kernel, write=write)
+    reach = conv_kernel + (layer.key_span - 1 if layer.key_form == "concat" else 0)
     L = 12
     x = torch.randn(2, L, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -186,7 +198,7 @@ def test_layer_is_causal_and_blind_to_its_own_chunk(write, depth, heads, chunk_s
             changed[:, t] += 1.0
             y_changed, _ = layer(changed)
             chunk_end = (t // chunk_size + 1) * chunk_size
-            untouched = [s for s in range(min(chunk_end, L)) if s < t or s >= t + conv_kernel]
+            untouched = [s for s in range(min(chunk_end, L)) if s < t or s >= t + reach]
             if untouched:
                 assert (y[:, untouched] - y_changed[:, untouched]).abs().max().item() == 0.0
             if chunk_end < L:  # and the write does reach the next chunk
@@ -261,6 +273,39 @@ def test_a_key_span_starts_queries_and_keys_as_sums_over_that_many_positions(spa
         NeuralMemory(dim=8, conv_kernel=3, key_span=3)
 
 
+@pytest.mark.parametrize("span", [2, 3])
+def test_concatenated_keys_set_that_many_positions_side_by_side(span):
+    """key_form "concat": per head, q of t is the projections of t, t − 1, …, t − s + 1 side by side,
+    k of t those of t − 1, …, t − s (the first position's copies before the start), v stays on t; the
+    same after a split; the state's keys are s·head_dim wide."""
+    torch.manual_seed(0)
+    layer = NeuralMemory(dim=8, heads=2, depth=1, conv_kernel=2, key_span=span, key_form="concat",
+                         write="least_squares").double()
+    x = torch.randn(2, 9, 8, dtype=torch.float64)
+    padded = lambda y: torch.cat([y[:, :1].expand(-1, span, -1), y], dim=1)  # noqa: E731
+
+    def side_by_side(rows: list[torch.Tensor]) -> torch.Tensor:   # per head: its 4 channels of each row in turn
+        return torch.cat([torch.cat([r[..., 4 * h:4 * (h + 1)] for r in rows], -1) for h in range(2)], -1)
+
+    with torch.no_grad():
+        (q, k, v), _ = layer.project(x)
+        pq, pk = padded(layer.q_proj(x)), padded(layer.k_proj(x))
+        torch.testing.assert_close(q, side_by_side([pq[:, span - i: span - i + 9] for i in range(span)]),
+                                   rtol=0, atol=1e-12)
+        torch.testing.assert_close(k, side_by_side([pk[:, span - i - 1: span - i + 8] for i in range(span)]),
+                                   rtol=0, atol=1e-12)
+        assert torch.equal(v, layer.v_proj(x))
+        (q_head, k_head, _), recent = layer.project(x[:, :5])
+        (q_tail, k_tail, _), _ = layer.project(x[:, 5:], recent)
+        torch.testing.assert_close(torch.cat([q_head, q_tail], 1), q, rtol=0, atol=1e-12)
+        torch.testing.assert_close(torch.cat([k_head, k_tail], 1), k, rtol=0, atol=1e-12)
+        _, state = layer(x)
+    assert state.keys.shape == (2 * 2, span * 4, span * 4) and state.values.shape == (2 * 2, span * 4, 4)
+    for bad in ({"write": "gradient"}, {"key_span": 1}, {"conv_kernel": 1}):
+        with pytest.raises(AGIFormerError, match="key_form 'concat'"):
+            NeuralMemory(dim=8, depth=1, **{"key_form": "concat", "key_span": 2, "write": "least_squares", **bad})
+
+
 @pytest.mark.parametrize("write", ["gradient", "least_squares"])
 @pytest.mark.parametrize("tied", [True, False])
 def test_fresh_layer_reads_back_what_followed_a_repeated_input(write, tied):
@@ -327,14 +372,16 @@ def test_gradients_reach_the_write_path(write, depth, heads):
     # grad_chunks=1: each write starts from a detached state, so the last read (of W_2) gets gradient
     # through write 1 only: from chunk 1's tokens and gates and from the detached W_1, S_1 (through
     # α and η), never from chunk 0 nor from the initial weights, except chunk 0's last K − 1 inputs,
-    # which the convolution (kernel K = 3) mixes into chunk 1's keys and values
-    truncated, dx = grads_after_last_chunk_loss(
-        small_layer(heads=heads, depth=depth, chunk_size=C, grad_chunks=1, write=write), x)
+    # which the convolution (kernel K = 3) mixes into chunk 1's keys and values (and s − 1 more that
+    # concatenated keys set beside them)
+    layer = small_layer(heads=heads, depth=depth, chunk_size=C, grad_chunks=1, write=write)
+    mixed = 2 + (layer.key_span - 1 if layer.key_form == "concat" else 0)
+    truncated, dx = grads_after_last_chunk_loss(layer, x)
     for name in write_path:
         assert truncated[name] is not None and truncated[name].abs().max() > 0, name
     # (the graph still reaches them through chunk 0's read, whose output the loss ignores: zeros)
     assert all(is_zero(truncated[name]) for name in initial)
-    assert dx[:, :C - 2].abs().max().item() == 0.0 and dx[:, C - 2:C].abs().max() > 0
+    assert dx[:, :C - mixed].abs().max().item() == 0.0 and dx[:, C - mixed:C].abs().max() > 0
     assert dx[:, C:2 * C].abs().max() > 0
     assert relative_error(truncated["k_proj.weight"], full["k_proj.weight"]) > 1e-6
 
@@ -379,7 +426,7 @@ def test_long_sequence_stays_finite_in_float32(write, depth, case):
     chunk step (every token alike, θ at its maximum, η = 1, α = 0; for least squares, one key
     direction summed 2,048 times against the ridge λ: a condition number of 2e5)."""
     torch.manual_seed(0)
-    layer = NeuralMemory(dim=32, heads=2, chunk_size=64, write=write, depth=depth)
+    layer = NeuralMemory(dim=32, heads=2, chunk_size=64, depth=depth, **layer_kind(write))
     g = torch.Generator().manual_seed(6)
     if case == "random":
         x = 3 * torch.randn(1, 2048, 32, generator=g)

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from agiformer.errors import AGIFormerError
 from agiformer.models.config import ConfigMixin
-from agiformer.nn.neural_memory import WRITES
+from agiformer.nn.neural_memory import KEY_FORMS, WRITES
 
 MEMORY_VALUES = ("state", "embeddings")
 MEMORY_READ_SCALES = ("unit", "residual")
@@ -60,6 +60,7 @@ class MAGConfig(ConfigMixin):
     max_lr: float = 0.1                 # bound on one chunk's total memory learning rate
     memory_conv_kernel: int = 4         # causal depthwise convolution of q/k/v over this many tokens (1: none)
     memory_key_span: int = 1            # q and k start as sums over this many tokens (needs conv kernel ≥ span + 1)
+    memory_key_form: str = "sum"        # "sum" or "concat": the key_span tokens side by side (least squares only)
     memory_write: str = "gradient"      # "gradient" (Titans) or "least_squares" (the ridge map over all pairs, depth 1)
     memory_ridge: float = 1e-2          # λ of the least-squares write
     memory_source_layer: int | None = None  # decoder layer whose normed input every memory's q and k see (None: its own)
@@ -97,9 +98,18 @@ class MAGConfig(ConfigMixin):
                    f"memory_write 'least_squares' fits a linear map: memory_depth must be 1, got {self.memory_depth}")
         self.check(self.memory_ridge > 0 and math.isfinite(self.memory_ridge),
                    f"memory_ridge must be > 0, got {self.memory_ridge}")
-        self.check(self.memory_key_span == 1 or 1 < self.memory_key_span < self.memory_conv_kernel,
-                   f"memory_key_span must be 1 or between 2 and memory_conv_kernel − 1 "
-                   f"({self.memory_conv_kernel - 1}), got {self.memory_key_span}")
+        self.check(self.memory_key_form in KEY_FORMS, f"memory_key_form must be one of {', '.join(KEY_FORMS)}, "
+                   f"got {self.memory_key_form!r}")
+        if self.memory_key_form == "sum":
+            self.check(self.memory_key_span == 1 or 1 < self.memory_key_span < self.memory_conv_kernel,
+                       f"memory_key_span must be 1 or between 2 and memory_conv_kernel − 1 "
+                       f"({self.memory_conv_kernel - 1}), got {self.memory_key_span}")
+        else:
+            self.check(self.memory_write == "least_squares" and self.memory_key_span >= 2
+                       and self.memory_conv_kernel >= 2,
+                       f"memory_key_form 'concat' needs memory_write 'least_squares', memory_key_span ≥ 2 and "
+                       f"memory_conv_kernel ≥ 2, got {self.memory_write!r}, {self.memory_key_span}, "
+                       f"{self.memory_conv_kernel}")
         self.check(self.memory_values in MEMORY_VALUES, f"memory_values must be one of {', '.join(MEMORY_VALUES)}, "
                    f"got {self.memory_values!r}")
         self.check(self.memory_read_scale in MEMORY_READ_SCALES, f"memory_read_scale must be one of "

@@ -208,7 +208,7 @@ class MAGLayer(nn.Module):
         self.memory = NeuralMemory(dim=hidden, heads=config.memory_heads, depth=config.memory_depth,
                                    chunk_size=config.memory_chunk_size, grad_chunks=config.grad_chunks,
                                    max_lr=config.max_lr, conv_kernel=config.memory_conv_kernel,
-                                   key_span=config.memory_key_span,
+                                   key_span=config.memory_key_span, key_form=config.memory_key_form,
                                    write=config.memory_write, ridge=config.memory_ridge)
         self.memory_norm = nn.LayerNorm(hidden)
         self.gate = nn.Linear(hidden, hidden)

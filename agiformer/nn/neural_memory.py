@@ -24,6 +24,14 @@ key_span = s > 1 starts them as sums over s positions instead (q: t − s + 1 �
 so a key holds the last s tokens before what it stores: a hash-hop value's first token follows
 " =", which ends every line, and only the tokens before it tell the lines apart (`python -m
 benchmarks.mag_key_span`: 0 of 8 first answer tokens found with s = 1, 8 of 8 with s = 3).
+key_form="concat" puts those s positions side by side instead (q: the convolution's outputs at
+t, t − 1, …, t − s + 1; k: its outputs there, each already one position back), s·head_dim
+dimensions per head: a sum of s linear maps of dim-dimensional states has rank ≤ dim, so a
+least-squares map keyed by sums cannot hold apart more pairs than that, where hash-hop stores ~760
+(1,024 tokens) to ~1,780 (2,048) beyond the window. Untrained, with SmolLM2's layer-4 states and s = 3,
+the read brings back 94 % / 54 % of answer tokens at 1,024 / 2,048 tokens, against 26 % / 22 % for
+the sum (`python -m benchmarks.mag_capacity`). Least-squares write only (keys and values differ in
+size); the state keeps the last conv_kernel + s − 2 projections.
 
 Associative start: q and k share one orthogonal projection, so from the first step a query finds
 the keys of inputs like its own; v is orthogonal and out its transpose, so a read returns inputs as
@@ -57,6 +65,7 @@ from agiformer.ops.least_squares_memory import (
 from agiformer.ops.neural_memory import NeuralMemoryState, initial_neural_memory_state, neural_memory_scan
 
 WRITES = ("gradient", "least_squares")
+KEY_FORMS = ("sum", "concat")
 MemoryState = NeuralMemoryState | LeastSquaresMemoryState
 
 
@@ -79,8 +88,8 @@ class NeuralMemory(nn.Module):
 
     def __init__(self, *, dim: int, heads: int = 1, head_dim: int | None = None, depth: int = 2,
                  hidden_mult: float = 2.0, chunk_size: int = 64, grad_chunks: int | None = None,
-                 max_lr: float = 0.1, conv_kernel: int = 4, key_span: int = 1, write: str = "gradient",
-                 ridge: float = 1e-2):
+                 max_lr: float = 0.1, conv_kernel: int = 4, key_span: int = 1, key_form: str = "sum",
+                 write: str = "gradient", ridge: float = 1e-2):
         super().__init__()
         if write not in WRITES:
             raise AGIFormerError(f"neural memory write must be one of {', '.join(WRITES)}, got {write!r}")
@@ -97,13 +106,22 @@ class NeuralMemory(nn.Module):
                                  f"hidden {hidden}")
         if conv_kernel < 1:
             raise AGIFormerError(f"neural memory conv_kernel must be ≥ 1 (1: no convolution), got {conv_kernel}")
-        if key_span < 1 or (key_span > 1 and conv_kernel < key_span + 1):
-            raise AGIFormerError(f"neural memory key_span must be ≥ 1, and a key over s positions before its "
-                                 f"own needs conv_kernel ≥ s + 1: got key_span {key_span}, conv_kernel {conv_kernel}")
+        if key_span < 1 or (key_form == "sum" and key_span > 1 and conv_kernel < key_span + 1):
+            raise AGIFormerError(f"neural memory key_span must be ≥ 1, and a key summed over s positions before "
+                                 f"its own needs conv_kernel ≥ s + 1: got key_span {key_span}, "
+                                 f"conv_kernel {conv_kernel}")
+        if key_form not in KEY_FORMS:
+            raise AGIFormerError(f"neural memory key_form must be one of {', '.join(KEY_FORMS)}, got {key_form!r}")
+        if key_form == "concat" and (write != "least_squares" or key_span < 2 or conv_kernel < 2):
+            raise AGIFormerError(f"key_form 'concat' needs the least_squares write, key_span ≥ 2 and "
+                                 f"conv_kernel ≥ 2, got write {write!r}, key_span {key_span}, "
+                                 f"conv_kernel {conv_kernel}")
         if chunk_size < 1 or (grad_chunks is not None and grad_chunks < 1):
             raise AGIFormerError(f"neural memory needs chunk_size ≥ 1 and grad_chunks ≥ 1 or None, got "
                                  f"{chunk_size} and {grad_chunks}")
         self.dim, self.heads, self.head_dim, self.depth = dim, heads, head_dim, depth
+        self.key_span, self.key_form = key_span, key_form
+        self.key_dim = key_span * head_dim if key_form == "concat" else head_dim  # per head, for q and k
         self.chunk_size, self.grad_chunks, self.max_lr = chunk_size, grad_chunks, max_lr
         self.write, self.ridge = write, ridge
         inner = heads * head_dim
@@ -115,9 +133,10 @@ class NeuralMemory(nn.Module):
         if conv_kernel > 1:
             self.conv = nn.Conv1d(3 * inner, 3 * inner, conv_kernel, groups=3 * inner, bias=False)
             nn.init.zeros_(self.conv.weight)
+            summed = key_span if key_form == "sum" else 1  # concat: each side-by-side position is one tap
             with torch.no_grad():  # channels are q | k | v: q, v end at the position itself, k at the one before
-                self.conv.weight[:inner, 0, conv_kernel - key_span:] = 1.0
-                self.conv.weight[inner:2 * inner, 0, conv_kernel - key_span - 1:conv_kernel - 1] = 1.0
+                self.conv.weight[:inner, 0, conv_kernel - summed:] = 1.0
+                self.conv.weight[inner:2 * inner, 0, conv_kernel - summed - 1:conv_kernel - 1] = 1.0
                 self.conv.weight[2 * inner:, 0, -1] = 1.0
         self.lr_proj = nn.Linear(dim, heads)
         self.decay_proj = nn.Linear(dim, heads)
@@ -148,7 +167,7 @@ class NeuralMemory(nn.Module):
         learned initial weights ((B·heads, fan_in, fan_out) per layer); for least squares, empty sums."""
         dtype = self._state_dtype()
         if self.write == "least_squares":
-            return initial_least_squares_state(batch_size * self.heads, self.head_dim, self.head_dim, dtype=dtype,
+            return initial_least_squares_state(batch_size * self.heads, self.key_dim, self.head_dim, dtype=dtype,
                                                device=self.q_proj.weight.device)
         return initial_neural_memory_state(tuple(
             w.to(dtype).unsqueeze(0).expand(batch_size, *w.shape).reshape(batch_size * self.heads, *w.shape[1:])
@@ -156,21 +175,28 @@ class NeuralMemory(nn.Module):
 
     def project(self, x: torch.Tensor, recent: torch.Tensor | None = None, values: torch.Tensor | None = None
                 ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor | None]:
-        """(q, k, v), each (B, L, heads·head_dim) before normalisation, after the short convolution, whose
-        input starts with `recent` (the last conv_kernel − 1 projections before x); and the new `recent`.
-        v projects `values` (B, L, dim) where given, x otherwise.
+        """(q, k, v) before normalisation, after the short convolution, whose input starts with `recent`
+        (the last projections before x); and the new `recent`. q and k are (B, L, heads·key_dim), each
+        head's s positions side by side for key_form "concat"; v is (B, L, heads·head_dim), projecting
+        `values` (B, L, dim) where given, x otherwise.
         recent=None is the sequence's start, padded with copies of its first projection, not zeros: a
         zero key has no direction, and normalising it multiplies its gradient by 1/eps (a 7e6 gradient
         norm in MAG training)."""
         projected = torch.cat([self.q_proj(x), self.k_proj(x), self.v_proj(x if values is None else values)], dim=-1)
         if self.conv is None:
             return projected.chunk(3, dim=-1), None
-        width = self.conv.kernel_size[0] - 1
+        earlier = self.key_span - 1 if self.key_form == "concat" else 0  # outputs before x's, to set beside them
+        width = self.conv.kernel_size[0] - 1 + earlier
         if recent is None:
             recent = projected[:, :1].expand(-1, width, -1)
         projected = torch.cat([recent.to(projected.dtype), projected], dim=1)
-        mixed = self.conv(projected.transpose(1, 2)).transpose(1, 2)
-        return mixed.chunk(3, dim=-1), projected[:, -width:]
+        q, k, v = self.conv(projected.transpose(1, 2)).transpose(1, 2).chunk(3, dim=-1)
+        if earlier:
+            L, H = x.shape[1], self.heads
+            q, k = (torch.stack([t[:, earlier - j:earlier - j + L] for j in range(self.key_span)], dim=2)
+                    .unflatten(-1, (H, self.head_dim)).transpose(2, 3).flatten(2) for t in (q, k))
+            v = v[:, earlier:]
+        return (q, k, v), projected[:, -width:]
 
     def unit_projections(self, x: torch.Tensor, recent: torch.Tensor | None = None,
                          values: torch.Tensor | None = None
@@ -179,7 +205,7 @@ class NeuralMemory(nn.Module):
         length, (B, L, heads·head_dim) in the state's dtype (at least float32); and the new `recent`."""
         (q, k, v), recent = self.project(x, recent, values)
         dtype = torch.promote_types(x.dtype, self._state_dtype())
-        return tuple(F.normalize(t.to(dtype).unflatten(-1, (self.heads, self.head_dim)), dim=-1).flatten(-2)
+        return tuple(F.normalize(t.to(dtype).unflatten(-1, (self.heads, -1)), dim=-1).flatten(-2)
                      for t in (q, k, v)), recent
 
     def forward(self, x: torch.Tensor, state: MemoryState | None = None, values: torch.Tensor | None = None
@@ -202,7 +228,7 @@ class NeuralMemory(nn.Module):
         dtype = torch.promote_types(x.dtype, self._state_dtype())
 
         def per_head(t: torch.Tensor) -> torch.Tensor:          # (B, L, H·E) → (B·H, L, E)
-            return t.view(B, L, H, E).transpose(1, 2).reshape(B * H, L, E)
+            return t.view(B, L, H, -1).transpose(1, 2).reshape(B * H, L, -1)
 
         def gate(proj: nn.Linear) -> torch.Tensor:              # (B, L, dim) → (B·H, L) in [0, 1]
             return torch.sigmoid(proj(x).to(dtype)).transpose(1, 2).reshape(B * H, L)
