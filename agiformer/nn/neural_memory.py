@@ -202,7 +202,8 @@ class NeuralMemory(nn.Module):
                          values: torch.Tensor | None = None
                          ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor | None]:
         """(q, k, v) as the memory writes and reads them: `project`, then each head's vector unit
-        length, (B, L, heads·head_dim) in the state's dtype (at least float32); and the new `recent`."""
+        length, in the state's dtype (at least float32), shaped as `project` returns them; and the new
+        `recent`."""
         (q, k, v), recent = self.project(x, recent, values)
         dtype = torch.promote_types(x.dtype, self._state_dtype())
         return tuple(F.normalize(t.to(dtype).unflatten(-1, (self.heads, -1)), dim=-1).flatten(-2)
