@@ -11,7 +11,6 @@ every answer token j (predicted at position p = answer start − 1 + j, teacher-
                  W = argmin Σ‖W k_t − v_t‖² + λ‖W‖² over the stored pairs (λ = 1e-2): the read a
                  depth-1 memory could give if its writes converged; below key top-1 when the
                  pairs outnumber what one d × d map can hold apart
-
     θ needle     the memory's write weight (`lr_proj`'s gate, mean over heads) at the needle positions
                  holding answer tokens, over its mean at all positions beyond the window: how much more
                  of the map's capacity the write gives the pairs that will be asked for (1: none)
