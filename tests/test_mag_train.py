@@ -168,6 +168,24 @@ def test_each_stage_trains_only_its_parameters(base_dir, tmp_path):
     assert all(torch.equal(v, base_before[k]) for k, v in model.base.state_dict().items())
 
 
+def test_the_write_gate_learns_at_its_scaled_rate(base_dir, tmp_path):
+    """Adam's first step moves every parameter by about lr in each coordinate: θ's projection by 10 lr
+    with write_gate_lr_scale = 10, everything else by lr, as without the scale."""
+    moves = {}
+    for scale in (1.0, 10.0):
+        trainer = MAGTrainer(tiny_recipe(base_dir, steps=3, stages=[dict(name="all")], write_gate_lr_scale=scale),
+                             out_dir=tmp_path / str(scale), progress=False)
+        before = {k: v.clone() for k, v in trainer.model.mag.state_dict().items()}
+        trainer.train_step(1)
+        moves[scale] = {k: (v - before[k]).abs().max().item() for k, v in trainer.model.mag.state_dict().items()}
+    lr = trainer.recipe.lr_at(1)
+    gate = {k for k in moves[1.0] if ".memory.lr_proj." in k}
+    assert len(gate) == 4  # weight and bias at both MAG layers
+    for name, move in moves[10.0].items():
+        assert move == pytest.approx(10 * lr if name in gate else moves[1.0][name], rel=0.01), name
+    assert all(moves[1.0][name] == pytest.approx(lr, rel=0.01) for name in gate)
+
+
 def test_resume_after_a_signal_repeats_the_uninterrupted_run(base_dir, tmp_path):
     recipe = tiny_recipe(base_dir)
     MAGTrainer(recipe, out_dir=tmp_path / "straight", progress=False).train()
@@ -226,6 +244,7 @@ def test_checkpoints_hold_only_mag_parameters_and_refuse_another_base(base_dir, 
     (dict(data=dict(seed=3, val_seed=3)), "val_seed"),
     (dict(data=dict(contexts=[512])), "unknown key"),
     (dict(data=dict(answer_end="yes")), "answer_end must be true or false"),
+    (dict(write_gate_lr_scale=0), "write_gate_lr_scale must be > 0"),
 ])
 def test_bad_recipes_are_refused_with_one_line(base_dir, change, message):
     with pytest.raises(AGIFormerError, match=message) as error:

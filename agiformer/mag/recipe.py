@@ -77,6 +77,9 @@ class MAGRecipe(Schedule):
     warmup_steps: int = 20
     weight_decay: float = 0.0
     grad_clip: float = 1.0
+    # the memories' write weight θ (`lr_proj`) learns at lr times this: its gradient comes only from the
+    # few stored pairs that the answers' queries resemble, and at 1 θ stayed barely selective
+    write_gate_lr_scale: float = 1.0
     base_dtype: str = "bf16"
     eval_every: int = 100
     checkpoint_every: int = 100
@@ -104,6 +107,8 @@ class MAGRecipe(Schedule):
             raise AGIFormerError(f"{where}: base_dtype must be 'bf16' or 'fp32', got {self.base_dtype!r}")
         if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1 or self.warmup_steps < 0:
             raise AGIFormerError(f"{where}: lr must be > 0, min_lr_ratio in [0, 1] and warmup_steps ≥ 0")
+        if not self.write_gate_lr_scale > 0:
+            raise AGIFormerError(f"{where}: write_gate_lr_scale must be > 0, got {self.write_gate_lr_scale}")
         known = {f.name for f in dataclasses.fields(MAGConfig)} - set(_IDENTITY_FIELDS)
         unknown = sorted(set(self.mag) - known)
         if unknown:

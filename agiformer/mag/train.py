@@ -38,7 +38,7 @@ from agiformer.mag.model import MAGModel, check_trained_on
 from agiformer.mag.recipe import STAGES, MAGRecipe
 from agiformer.train.distributed import Distributed
 from agiformer.train.loop import TrainingLoop
-from agiformer.train.trainer import optimizer_for
+from agiformer.train.trainer import optimizer_for, scheduled_lr
 
 
 def answer_loss(model: MAGModel, tokens: list[int], spans: list[tuple[int, int]]) -> tuple[torch.Tensor, int, int]:
@@ -91,7 +91,8 @@ class MAGTrainer(TrainingLoop):
         self.val_samples = generate_samples(data.task, data.val_samples, seed=data.val_seed,
                                             context_tokens=data.context_tokens, window=self.config.window,
                                             tokenizer=self.codec, hops=data.hops)
-        self.optimizer = optimizer_for(self.model.mag, recipe)
+        self.optimizer = optimizer_for(self.model.mag, recipe, lr_scales={
+            "memory.lr_proj.weight": recipe.write_gate_lr_scale, "memory.lr_proj.bias": recipe.write_gate_lr_scale})
         self.generators = {}  # samples are functions of their index; nothing else is drawn at random
         self.state = {"step": 0, "tokens_seen": 0, "train_s": 0.0, "best_val_rank": None,
                       "elapsed_s": 0.0}
@@ -118,8 +119,7 @@ class MAGTrainer(TrainingLoop):
         stage = recipe.stages[recipe.stage_at(step)]
         trained = self.set_stage(stage.name)
         lr = recipe.lr_at(step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        scheduled_lr(self.optimizer, lr)
         self.model.train()
         batch = [answer_targets(self.train_sample(step * recipe.batch_size + i), self.codec, end=recipe.data.answer_end)
                  for i in range(recipe.batch_size)]

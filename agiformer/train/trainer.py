@@ -37,12 +37,27 @@ class _LossModule(nn.Module):
         return out.loss, out.bpb
 
 
-def optimizer_for(model: nn.Module, recipe: Recipe) -> torch.optim.AdamW:
-    """Weight decay on matrices only, not on biases, norms, embeddings' padding or scalars per head."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=recipe.lr, betas=(0.9, 0.95))
+def optimizer_for(model: nn.Module, recipe: Recipe, *, lr_scales: dict[str, float] | None = None
+                  ) -> torch.optim.AdamW:
+    """Weight decay on matrices only, not on biases, norms, embeddings' padding or scalars per head.
+    lr_scales: parameters whose names end with a key train at the recipe's learning rate times its
+    value, in groups of their own (`scheduled_lr` applies each group's "lr_scale")."""
+    lr_scales = lr_scales or {}
+    scale_of = {id(p): next((s for suffix, s in lr_scales.items() if name.endswith(suffix)), 1.0)
+                for name, p in model.named_parameters()}
+    groups = {}
+    for p in model.parameters():
+        groups.setdefault((p.dim() >= 2, scale_of[id(p)]), []).append(p)
+    order = sorted(groups, key=lambda key: (key[1] != 1.0, not key[0], key[1]))  # unscaled first, as before
+    return torch.optim.AdamW([{"params": groups[key], "weight_decay": recipe.weight_decay if key[0] else 0.0,
+                               **({"lr_scale": key[1]} if key[1] != 1.0 else {})} for key in order],
+                             lr=recipe.lr, betas=(0.9, 0.95))
+
+
+def scheduled_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's learning rate to `lr`, times the group's "lr_scale" where it has one."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 class Trainer(TrainingLoop):
@@ -82,8 +97,7 @@ class Trainer(TrainingLoop):
         recipe, stage_index = self.recipe, self.recipe.stage_at(step)
         stage = recipe.stages[stage_index]
         lr = recipe.lr_at(step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        scheduled_lr(self.optimizer, lr)
         effort = self.sample_effort()
         bpb_sum = 0.0
         for micro in range(recipe.grad_accum):
