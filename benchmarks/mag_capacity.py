@@ -49,13 +49,13 @@ def span_states(states: torch.Tensor, span: int, *, shift: int, form: str) -> to
     return F.normalize(torch.cat([padded[span - i: span - i + len(states)] for i in range(span)], dim=-1), dim=-1)
 
 
-def value_positions(pieces: list[str]) -> torch.Tensor:
+def value_positions(pieces: list[str], *, with_end: bool = False) -> torch.Tensor:
     """Per token (its decoded text), True where it belongs to a line's value: after the line's " ="
     token, up to the token that holds the line's newline (that one included when it starts in the
-    value)."""
+    value, or always with with_end: what `answer_end` recipes are asked for)."""
     inside, marks = False, []
     for piece in pieces:
-        marks.append(inside and not piece.startswith("\n"))
+        marks.append(inside and (with_end or not piece.startswith("\n")))
         if piece.strip() == "=":
             inside = True
         if "\n" in piece:
@@ -65,9 +65,9 @@ def value_positions(pieces: list[str]) -> torch.Tensor:
 
 def reads_right(states: torch.Tensor, embeddings: torch.Tensor, tokens: list[int], answer: tuple[int, int],
                 needle: tuple[int, int], window: int, span: int, form: str, writes: torch.Tensor | None,
-                ridge: float) -> tuple[int, int]:
-    """(answer tokens read right, answer tokens the needle holds) for one prompt: the ridge map over the
-    pairs beyond the answer's window, at positions where `writes` (None: all) is True."""
+                ridge: float) -> list[tuple[int, bool]]:
+    """(j, read right) for every answer token j (1-based) the needle holds, in one prompt: the ridge map
+    over the pairs beyond the answer's window, at positions where `writes` (None: all) is True."""
     unit = F.normalize(states.double(), dim=-1)
     queries, keys = span_states(unit, span, shift=0, form=form), span_states(unit, span, shift=1, form=form)
     seen = answer[0] - window
@@ -75,8 +75,7 @@ def reads_right(states: torch.Tensor, embeddings: torch.Tensor, tokens: list[int
     values = F.normalize(embeddings[torch.tensor(tokens)[stored]], dim=-1)
     W = ridge_map(keys[stored], values, ridge)
     lookups = answer_lookups(tokens, answer, needle)
-    right = sum(int((embeddings @ (queries[p] @ W)).argmax().item() == target) for p, target, _ in lookups)
-    return right, len(lookups)
+    return [(p - answer[0] + 2, (embeddings @ (queries[p] @ W)).argmax().item() == target) for p, target, _ in lookups]
 
 
 def main(argv=None) -> None:
@@ -93,7 +92,7 @@ def main(argv=None) -> None:
     embeddings = F.normalize(model.base.get_input_embeddings().weight.detach().double(), dim=-1)
     log(f"mag_capacity: {args.base}, layer {args.layer}, span {args.span}, λ {args.ridge:g}, {args.samples} "
         f"hash-hop prompts of {args.context_tokens} tokens, window {args.window}")
-    cells = {(form, write): [0, 0] for form in KEY_FORMS for write in WRITES}
+    cells = {(form, write): {} for form in KEY_FORMS for write in WRITES}  # answer token j → [right, count]
     pairs = {write: 0 for write in WRITES}
     for sample in hash_hop_prompts(codec, args, args.window):
         tokens, answer_spans = answer_targets(sample, codec)
@@ -104,30 +103,37 @@ def main(argv=None) -> None:
         pairs["all"] += answer[0] - args.window
         pairs["values"] += int(marks[:answer[0] - args.window].sum())
         for (form, write), cell in cells.items():
-            right, count = reads_right(states, embeddings, tokens, answer, needle, args.window, args.span, form,
-                                       masks[write], args.ridge)
-            cell[0] += right
-            cell[1] += count
+            for j, right in reads_right(states, embeddings, tokens, answer, needle, args.window, args.span, form,
+                                        masks[write], args.ridge):
+                counts = cell.setdefault(j, [0, 0])
+                counts[0] += right
+                counts[1] += 1
     finish_environment(env, started)
     dim = model.base.get_input_embeddings().weight.shape[1]
     dims = {"sum": dim, "concat": args.span * dim}
-    rows = [[form, dims[form], write, f"{pairs[write] / args.samples:.0f}",
-             f"{100 * right / count:.0f} % ({right} / {count})"] for (form, write), (right, count) in cells.items()]
-    table = markdown_table(["key", "key dims", "writes", "pairs stored (mean)", "answer tokens read right"], rows)
+    totals = {key: [sum(r for r, _ in cell.values()), sum(n for _, n in cell.values())] for key, cell in cells.items()}
+    indices = sorted({j for cell in cells.values() for j in cell})
+    rows = [[form, dims[form], write, f"{pairs[write] / args.samples:.0f}", f"{100 * right / count:.0f} % ({right} / {count})"]
+            + ["{} / {}".format(*cells[form, write].get(j, (0, 0))) for j in indices]
+            for (form, write), (right, count) in totals.items()]
+    table = markdown_table(["key", "key dims", "writes", "pairs stored (mean)", "answer tokens read right"]
+                           + [f"token {j}" for j in indices], rows)
     command = command_line("mag_capacity", argv)
     stem = args.out or RESULTS_DIR / f"mag_capacity_{args.context_tokens}"
     write_json(stem.with_suffix(".json"), {
         "base": args.base, "layer": args.layer, "span": args.span, "ridge": args.ridge, "window": args.window,
         "context_tokens": args.context_tokens, "samples": args.samples,
         "cells": [{"key": form, "key_dims": dims[form], "writes": write,
-                   "pairs_stored_mean": pairs[write] / args.samples, "right": right, "answer_tokens": count}
-                  for (form, write), (right, count) in cells.items()],
+                   "pairs_stored_mean": pairs[write] / args.samples, "right": right, "answer_tokens": count,
+                   "by_answer_token": {str(j): cells[form, write][j] for j in sorted(cells[form, write])}}
+                  for (form, write), (right, count) in totals.items()],
         "command": command, "environment": env})
     write_text(stem.with_suffix(".md"), f"# How many hash-hop pairs one least-squares map holds apart\n\n"
                f"`{command}`\n\n{args.samples} single-hop hash-hop prompts of {args.context_tokens} tokens on {args.base}, window "
                f"{args.window}; keys from layer {args.layer}'s normed inputs over {args.span} tokens, values the "
                f"tokens' embedding rows, ridge λ = {args.ridge:g}, no learned projection. A read is right when the "
-               f"vocabulary's nearest embedding row to q W is the answer token's.\n\n{table}\n\n"
+               f"vocabulary's nearest embedding row to q W is the answer token's; 'token j': right / looked up "
+               f"for the answer's j-th token.\n\n{table}\n\n"
                f"{environment_markdown(env)}\n")
     print(table)
 

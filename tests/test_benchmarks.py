@@ -176,6 +176,37 @@ def test_value_positions_mark_the_tokens_after_each_lines_equals_sign():
     pieces = ["ab", "c", " =", " x", "y", "\n", "d", " =", " z", "w\n", "e"]
     assert value_positions(pieces).tolist() == [False, False, False, True, True, False,
                                                 False, False, True, True, False]
+    assert value_positions(pieces, with_end=True).tolist() == [False, False, False, True, True, True,
+                                                              False, False, True, True, False]
+
+
+def test_values_only_write_sets_theta_at_the_asked_for_tokens_and_nowhere_else():
+    pytest.importorskip("transformers")
+    from types import SimpleNamespace
+
+    from benchmarks.mag_write_oracle import ValuesOnlyWrite
+    from tests.test_mag_model import tiny_mag
+
+    pieces = {1: "k", 2: " =", 3: " v", 4: "\n"}
+    codec = SimpleNamespace(decode=lambda ids: "".join(pieces[i] for i in ids))
+    model = tiny_mag("llama", memory_write="least_squares")
+    hooks = ValuesOnlyWrite(model, codec)
+    used = []
+    for mag in model.mag.values():  # registered after the oracle's hook: sees what it returns
+        mag.memory.lr_proj.register_forward_hook(lambda module, inputs, output: used.append(torch.sigmoid(output[0]).mean(-1)))
+    ids = torch.tensor([[1, 1, 2, 3, 3, 4, 1, 2, 3, 4]])
+    asked = torch.tensor([False, False, False, True, True, True, False, False, True, True])
+    with torch.no_grad():
+        _, state = model(ids, window=5)
+        assert len(hooks.seen) == 2 and all(torch.equal(marks, asked) for _, marks in hooks.seen)
+        assert torch.allclose(used[0].float(), hooks.seen[0][0])  # recording leaves θ alone
+        hooks.theta = (0.5, 1e-4)
+        used.clear()
+        model(ids, window=5)
+        model(ids[:, :1], state, window=5)  # a continuation: the answer being decoded, never asked for
+    expected = torch.where(asked, 0.5, 1e-4).double()
+    assert all(torch.allclose(u, expected) for u in used[:2])
+    assert all(torch.allclose(u, torch.tensor([1e-4], dtype=torch.float64)) for u in used[2:]) and len(used) == 4
 
 
 def test_concatenated_keys_tell_apart_lines_whose_key_tokens_sum_alike():
@@ -192,5 +223,5 @@ def test_concatenated_keys_tell_apart_lines_whose_key_tokens_sum_alike():
         return reads_right(states, embeddings, tokens, (23, 24), (0, 5), window=3, span=3, form=form, writes=None,
                            ridge=1e-3)
 
-    assert read("concat") == (1, 1)
-    assert read("sum") == (0, 1)
+    assert read("concat") == [(1, True)]
+    assert read("sum") == [(1, False)]
