@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from agiformer.mag.data import answer_targets, exact_match, generate_samples
-from agiformer.mag.eval import DEFAULT_SEED, continuation, open_for_eval
+from agiformer.mag.data import answer_targets, generate_samples
+from agiformer.mag.eval import DEFAULT_SEED, open_for_eval, recalls
 from benchmarks.common import (
     RESULTS_DIR, command_line, environment_markdown, finish_environment, log, markdown_table, write_json,
     write_text,
@@ -80,8 +80,7 @@ def first_wrong_token(model, codec, sample: dict) -> int | None:
 
 
 def measure(model, codec, samples: list[dict]) -> dict:
-    hits = [exact_match(s["answer"], continuation(model, codec, s, window=model.config.window, use_memory=True))
-            for s in samples]
+    hits = [recalls(model, codec, s, window=model.config.window, use_memory=True) for s in samples]
     misses = Counter(first_wrong_token(model, codec, s) for s, hit in zip(samples, hits) if not hit)
     return {"exact_match": sum(hits) / len(hits),
             "right_by_depth": [sum(hits[i::len(DEPTHS)]) for i in range(len(DEPTHS))],

@@ -42,12 +42,10 @@ def optimizer_for(model: nn.Module, recipe: Recipe, *, lr_scales: dict[str, floa
     """Weight decay on matrices only, not on biases, norms, embeddings' padding or scalars per head.
     lr_scales: parameters whose names end with a key train at the recipe's learning rate times its
     value, in groups of their own (`scheduled_lr` applies each group's "lr_scale")."""
-    lr_scales = lr_scales or {}
-    scale_of = {id(p): next((s for suffix, s in lr_scales.items() if name.endswith(suffix)), 1.0)
-                for name, p in model.named_parameters()}
     groups = {}
-    for p in model.parameters():
-        groups.setdefault((p.dim() >= 2, scale_of[id(p)]), []).append(p)
+    for name, p in model.named_parameters():
+        scale = next((s for suffix, s in (lr_scales or {}).items() if name.endswith(suffix)), 1.0)
+        groups.setdefault((p.dim() >= 2, scale), []).append(p)
     order = sorted(groups, key=lambda key: (key[1] != 1.0, not key[0], key[1]))  # unscaled first, as before
     return torch.optim.AdamW([{"params": groups[key], "weight_decay": recipe.weight_decay if key[0] else 0.0,
                                **({"lr_scale": key[1]} if key[1] != 1.0 else {})} for key in order],
