@@ -14,6 +14,8 @@ every answer token j (predicted at position p = answer start − 1 + j, teacher-
     θ needle     the memory's write weight (`lr_proj`'s gate, mean over heads) at the needle positions
                  holding answer tokens, over its mean at all positions beyond the window: how much more
                  of the map's capacity the write gives the pairs that will be asked for (1: none)
+    needle kept  of what the needle's first chunk wrote, the fraction the forgetting α leaves when the
+                 answer reads (`kept_fraction`): 1 − this is what forgetting cost the needle
 
 Also, per answer-token index, how often the model's teacher-forced prediction is the answer's token
 (`--query-form needle` asks as the needle is written, "<key> =", instead of "hop 1 from <key>:").
@@ -110,9 +112,18 @@ def ridge_map(keys: torch.Tensor, values: torch.Tensor, ridge: float) -> torch.T
     return torch.linalg.solve(keys.T @ keys + ridge * torch.eye(keys.shape[1], dtype=keys.dtype), keys.T @ values)
 
 
+def kept_fraction(decay: torch.Tensor, written: int, read: int, chunk_size: int) -> float:
+    """Of what the chunk holding position `written` wrote, the fraction left when position `read` reads,
+    given per-token forgetting α (L,): a chunk forgets by its last token's α after the chunks before
+    it wrote, and a read sees the chunks before its own, so the product of (1 − α) over the chunks
+    after the written one and before the read one."""
+    ends = decay[chunk_size - 1::chunk_size]
+    return torch.prod(1 - ends[written // chunk_size + 1:read // chunk_size]).item()
+
+
 def layer_lookup(layer, x: torch.Tensor, values: torch.Tensor | None, output: torch.Tensor, tokens: list[int],
                  answer: tuple[int, int], needle: tuple[int, int], window: int) -> tuple[float, ...]:
-    """(key, read and ridge top-1 hits, answer tokens, θ needle) for one prompt at one MAG layer:
+    """(key, read and ridge top-1 hits, answer tokens, θ needle, needle kept) for one prompt at one MAG layer:
     x (L, dim) the memory's input, values (L, dim) what it stores where that is not x, output (L, dim)
     its output."""
     memory = layer.memory
@@ -121,6 +132,8 @@ def layer_lookup(layer, x: torch.Tensor, values: torch.Tensor | None, output: to
         theta = torch.sigmoid(memory.lr_proj(x).double()).mean(-1)[:answer[0] - window]
         held = sorted({t for _, _, holders in lookups for t in holders})
         theta_needle = (theta[held].mean() / theta.mean()).item()
+        decay = torch.sigmoid(memory.decay_proj(x).double()).mean(-1)
+        kept = kept_fraction(decay, needle[0], answer[0], memory.chunk_size)
         (q, k, v), _ = memory.unit_projections(x[None], values=None if values is None else values[None])
         q, k, v = (t[0].double() for t in (q, k, v))
         stored = F.normalize(memory.out_proj(v.to(output.dtype)), dim=-1)
@@ -138,7 +151,7 @@ def layer_lookup(layer, x: torch.Tensor, values: torch.Tensor | None, output: to
         read_hits += int(tokens[read.argmax().item()] == target)
         best = values @ F.normalize(q[p] @ ridge, dim=0)
         ridge_hits += int(tokens[best.argmax().item()] == target)
-    return key_hits, read_hits, ridge_hits, count, theta_needle
+    return key_hits, read_hits, ridge_hits, count, theta_needle, kept
 
 
 def format_entropy(codec: TextCodec, answers: int = 3000, seed: int = 0) -> float:
@@ -170,13 +183,13 @@ def ask_as_the_needle_is_written(sample: dict) -> dict:
 
 
 def measure(model: MAGModel, codec: TextCodec, samples: list[dict]) -> tuple[dict, list[list[int]]]:
-    """Per MAG layer: key, read and ridge top-1 and θ needle; and per answer-token index [right, total]
+    """Per MAG layer: key, read and ridge top-1, θ needle and needle kept; and per answer-token index [right, total]
     of the teacher-forced predictions."""
     captured: dict[str, tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]] = {}
     hooks = [layer.memory.register_forward_hook(
         lambda module, inputs, out, name=name: captured.__setitem__(name, captured_memory_call(inputs, out)))
         for name, layer in model.mag.items()]
-    totals = {name: [0, 0, 0, 0, 0.0] for name in model.mag}
+    totals = {name: [0, 0, 0, 0, 0.0, 0.0] for name in model.mag}
     by_index: list[list[int]] = []
     try:
         for sample in samples:
@@ -197,8 +210,8 @@ def measure(model: MAGModel, codec: TextCodec, samples: list[dict]) -> tuple[dic
         for hook in hooks:
             hook.remove()
     return {name: {"key_top1": key / count, "read_top1": read / count, "ridge_top1": ridge / count,
-                   "answer_tokens": count, "theta_needle": theta / len(samples)}
-            for name, (key, read, ridge, count, theta) in totals.items()}, by_index
+                   "answer_tokens": count, "theta_needle": theta / len(samples), "needle_kept": kept / len(samples)}
+            for name, (key, read, ridge, count, theta, kept) in totals.items()}, by_index
 
 
 def main(argv=None) -> None:
@@ -251,9 +264,11 @@ def main(argv=None) -> None:
               "command": command_line("mag_lookup", argv), "environment": env}
     stem = args.out or RESULTS_DIR / ("mag_lookup" + (f"_{path.name}" if trained else ""))
     write_json(stem.with_suffix(".json"), result)
-    table = markdown_table(["MAG layer", "key top-1", "read top-1", "ridge top-1", "answer tokens", "θ needle"],
+    table = markdown_table(["MAG layer", "key top-1", "read top-1", "ridge top-1", "answer tokens", "θ needle",
+                            "needle kept"],
                            [[name] + [f"{100 * r[key]:.0f} %" for key in ("key_top1", "read_top1", "ridge_top1")]
-                            + [r["answer_tokens"], f"{r['theta_needle']:.2f}"] for name, r in layers.items()])
+                            + [r["answer_tokens"], f"{r['theta_needle']:.2f}", f"{r['needle_kept']:.3f}"]
+                            for name, r in layers.items()])
     accuracy = markdown_table(["answer token"] + [str(j + 1) for j in range(len(by_index))],
                               [["right / prompts"] + [f"{right} / {total}" for right, total in by_index]])
     write_text(stem.with_suffix(".md"), f"# MAG lookup: {what}\n\n`{result['command']}`\n\n{args.samples} single-hop "

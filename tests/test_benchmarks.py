@@ -225,3 +225,28 @@ def test_concatenated_keys_tell_apart_lines_whose_key_tokens_sum_alike():
 
     assert read("concat") == [(1, True)]
     assert read("sum") == [(1, False)]
+
+
+def test_kept_fraction_is_what_the_memory_keeps_of_an_early_write():
+    """One pair written in chunk 0, nothing after it (zero keys have no surprise), no momentum: every
+    later read is the first read after the write scaled by what the forgetting left of it."""
+    from agiformer.ops.neural_memory import initial_neural_memory_state, neural_memory_scan
+    from benchmarks.mag_lookup import kept_fraction
+
+    g = torch.Generator().manual_seed(0)
+    C, L, D = 4, 29, 5
+    q = torch.randn(1, L, D, generator=g, dtype=torch.float64)
+    k = torch.zeros(1, L, D, dtype=torch.float64)
+    k[0, 1] = torch.randn(D, generator=g, dtype=torch.float64)
+    v = torch.randn(1, L, D, generator=g, dtype=torch.float64)
+    decay = 0.3 * torch.rand(1, L, generator=g, dtype=torch.float64)
+    state = initial_neural_memory_state((torch.zeros(1, D, D, dtype=torch.float64),))
+    lr, momentum = torch.full((1, L), 0.5, dtype=torch.float64), torch.zeros(1, L, dtype=torch.float64)
+    read, _ = neural_memory_scan(q, k, v, lr, momentum, decay, state, chunk_size=C)
+    unforgotten, _ = neural_memory_scan(q, k, v, lr, momentum, torch.zeros_like(decay), state, chunk_size=C)
+    assert unforgotten[0, C:].abs().min() > 1e-6  # the write is there to be kept
+    for p in range(L):
+        torch.testing.assert_close(read[0, p], kept_fraction(decay[0], 1, p, C) * unforgotten[0, p],
+                                   rtol=1e-10, atol=1e-12)
+    assert kept_fraction(decay[0], 1, 2 * C - 1, C) == 1.0
+    assert kept_fraction(decay[0], 1, L - 1, C) < 0.9

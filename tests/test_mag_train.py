@@ -259,7 +259,7 @@ MAG_RECIPES = sorted((Path(__file__).parents[1] / "runs" / "mag").glob("*.toml")
 def test_the_shipped_mag_recipes_load(path):
     recipe = load_mag_recipe(path)
     assert recipe.base == "smollm2-135m" and [s.name for s in recipe.stages] == ["readout", "all"]
-    assert recipe.mag["window"] == 256 and recipe.data.context_tokens == [1024, 2048]
+    assert recipe.mag["window"] == 256 and set(recipe.data.context_tokens) == {1024, 2048}  # the grid's lengths
     assert recipe.mag["memory_write"] == "least_squares"
     MAGConfig(**{**recipe.mag, "layers": parse_layers(recipe.mag["layers"], 30)})  # SmolLM2's 30 layers
 
