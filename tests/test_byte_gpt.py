@@ -5,7 +5,7 @@ import torch
 
 from agiformer import AGIFormer, AGIFormerConfig, AGIFormerError
 from agiformer.models import ByteGPT, ByteGPTConfig, load_model
-from tests.helpers import worst_byte_leak
+from tests.helpers import ROUNDING, worst_byte_leak
 
 
 def tiny_gpt() -> ByteGPT:
@@ -14,7 +14,7 @@ def tiny_gpt() -> ByteGPT:
 
 
 def test_byte_gpt_is_causal():
-    assert worst_byte_leak(tiny_gpt().double(), torch.randint(0, 256, (1, 20))) == 0
+    assert worst_byte_leak(tiny_gpt().double(), torch.randint(0, 256, (1, 20))) <= ROUNDING
 
 
 def test_cached_logits_equal_the_full_forward():

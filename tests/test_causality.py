@@ -9,7 +9,7 @@ import torch
 from agiformer import AGIFormer, AGIFormerConfig
 from agiformer.nn import NO_BYTE, AdaptiveReasoning, GRUByteHead, HebbianMemory, HybridBlock, MLPByteHead, PatchEncoder
 from agiformer.nn.attention import WindowAttention
-from tests.helpers import output_change, with_byte_changed, with_vector_changed, worst_byte_leak
+from tests.helpers import LEAK, ROUNDING, output_change, with_byte_changed, with_vector_changed, worst_byte_leak
 
 torch.manual_seed(0)
 D, P = 16, 4
@@ -32,15 +32,15 @@ def test_encoder_latent_never_sees_the_patch_it_predicts(overlap):
     for t in range(x.shape[1]):
         # latent n must not see bytes ≥ (n+1)P: byte t may only reach latents n ≥ t // P
         first_allowed = t // P
-        assert output_change(latents, x, with_byte_changed(x, t), first_allowed) == 0
-        assert output_change(latents, x, with_byte_changed(x, t), first_allowed + 1) > 0  # and it does see its own
+        assert output_change(latents, x, with_byte_changed(x, t), first_allowed) <= ROUNDING
+        assert output_change(latents, x, with_byte_changed(x, t), first_allowed + 1) > LEAK  # and it does see its own
 
 
 def test_symmetric_pad_encoder_is_caught():
     leaky = SymmetricPadEncoder(dim=D, patch_size=P, overlap=2).double()
     x = torch.randint(0, 256, (1, 6 * P))
     t = 2 * P  # first byte of patch 2 ...
-    assert output_change(lambda b: leaky(b).latents, x, with_byte_changed(x, t), t // P) > 0  # ... leaks into latent 1
+    assert output_change(lambda b: leaky(b).latents, x, with_byte_changed(x, t), t // P) > LEAK  # ... leaks into latent 1
 
 
 @pytest.mark.parametrize("layer", ["memory-head", "memory-input", "attention", "block-sum", "block-gated"])
@@ -59,8 +59,8 @@ def test_sequence_layers_are_causal(layer):
     module.double()
     x = torch.randn(2, 13, D, dtype=torch.float64)
     for t in range(13):
-        assert output_change(fn, x, with_vector_changed(x, t), t) == 0
-        assert output_change(fn, x, with_vector_changed(x, t), t + 1) > 0
+        assert output_change(fn, x, with_vector_changed(x, t), t) <= ROUNDING
+        assert output_change(fn, x, with_vector_changed(x, t), t + 1) > LEAK
 
 
 def test_reasoning_with_halting_is_per_position():
@@ -71,8 +71,8 @@ def test_reasoning_with_halting_is_per_position():
     z = lambda b: reasoning(b, effort=1.0).z
     for t in range(11):
         changed = with_vector_changed(x, t)
-        assert output_change(z, x, changed, t) == 0
-        assert output_change(lambda b: z(b)[:, t + 1:], x, changed, 11) == 0
+        assert output_change(z, x, changed, t) <= ROUNDING
+        assert output_change(lambda b: z(b)[:, t + 1:], x, changed, 11) <= ROUNDING
 
 
 @pytest.mark.parametrize("head_cls", [GRUByteHead, MLPByteHead])
@@ -84,7 +84,7 @@ def test_byte_heads_are_causal_within_a_patch(head_cls):
     for j in range(P):
         changed = previous.clone()
         changed[:, :, j] = (changed[:, :, j] + 1) % 256
-        assert output_change(logits, previous, changed, j) == 0  # byte j−1 feeds logits j onwards only
+        assert output_change(logits, previous, changed, j) <= ROUNDING  # byte j−1 feeds logits j onwards only
 
 
 VARIANTS = {
@@ -101,14 +101,14 @@ VARIANTS = {
 def test_whole_model_is_causal(variant):
     model = AGIFormer(AGIFormerConfig.preset("tiny", **VARIANTS[variant])).double()
     x = torch.randint(0, 256, (1, 31))  # not a multiple of P, longer than the window
-    assert worst_byte_leak(model, x) == 0
+    assert worst_byte_leak(model, x) <= ROUNDING
 
 
 @pytest.mark.parametrize("preset", ["v1", "v2"])
 def test_full_size_presets_are_causal(preset):
-    model = AGIFormer(AGIFormerConfig.preset(preset)).eval()
+    model = AGIFormer(AGIFormerConfig.preset(preset)).double().eval()
     x = torch.randint(0, 256, (1, 14))
-    assert worst_byte_leak(model, x) == 0
+    assert worst_byte_leak(model, x) <= ROUNDING
 
 
 def test_model_with_leaky_encoder_is_caught():
@@ -116,4 +116,4 @@ def test_model_with_leaky_encoder_is_caught():
     leaky = SymmetricPadEncoder(dim=32, patch_size=4, overlap=2).double()
     leaky.load_state_dict(model.encoder.state_dict())
     model.encoder = leaky
-    assert worst_byte_leak(model, torch.randint(0, 256, (1, 31))) > 0
+    assert worst_byte_leak(model, torch.randint(0, 256, (1, 31))) > LEAK

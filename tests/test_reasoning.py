@@ -74,3 +74,23 @@ def test_gradients_reach_the_halting_unit():
     model.loss(torch.randint(0, 256, (2, 40))).loss.backward()
     halt = model.reasoning.halt
     assert halt.weight.grad.abs().sum() > 0 and halt.bias.grad.abs().sum() > 0
+
+
+def test_dropping_halted_rows_changes_each_position_by_rounding_only():
+    """The loop computes only the still-active rows, so a matmul's row count depends on which other
+    positions halted; on some CPUs that changes the rounding. Each position run alone (batch of one
+    row, the plain reference) must give the same z, steps and ponder cost to float64 rounding."""
+    module = AdaptiveReasoning(dim=D, max_steps=5).double()
+    module.halt.weight.data.normal_(std=2.0)  # positions halt after different numbers of steps
+    x = torch.randn(3, 17, D, dtype=torch.float64)
+    batched = module(x, effort=1.0)
+    assert len(set(batched.steps.flatten().tolist())) > 2
+    alone = [module(x[b, n].view(1, 1, D), effort=1.0) for b in range(3) for n in range(17)]
+    z_alone = torch.cat([out.z for out in alone]).view_as(x)
+    scale = x.abs().max()
+    assert (batched.z - z_alone).abs().max() <= 1e-12 * scale
+    assert torch.equal(batched.steps.flatten(), torch.cat([out.steps.flatten() for out in alone]))
+    assert torch.allclose(batched.ponder.flatten(), torch.cat([out.ponder.flatten() for out in alone]),
+                          rtol=1e-12, atol=0)
+    # negative control: a position given its neighbour's input differs far above rounding
+    assert (z_alone[0, 0] - z_alone[0, 1]).abs().max() > 1e-3 * scale

@@ -35,7 +35,9 @@ class AdaptiveReasoning(nn.Module):
     A position halts at the first step where its cumulative h would reach the threshold
     (act_threshold − (1 − effort)·effort_threshold_shift), or at the effort's step cap; its output is
     Σ h_n z_n with the remainder R = 1 − Σ h weighting the last state. Halted positions are dropped
-    from the batch of the next step, so fewer steps cost less compute.
+    from the batch of the next step, so fewer steps cost less compute. (The row count of each matmul
+    then depends on which other positions halted, which on some CPUs changes the rounding: each
+    position's result equals its computation alone to float64 rounding, tests/test_reasoning.py.)
     """
 
     def __init__(self, *, dim: int, max_steps: int = 4, mlp_ratio: float = 4.0, act_threshold: float = 0.99,
