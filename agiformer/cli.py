@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from agiformer.errors import AGIFormerError
+from agiformer.precision import PRECISIONS, autocast, choose_precision
 
 DATA_DIR = os.environ.get("AGIFORMER_DATA", "data")
 
@@ -62,6 +63,13 @@ def _probability_list(text: str) -> list[float]:
     return values
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if value < 0:
@@ -90,6 +98,11 @@ def load_model(path: str, device: str = "auto"):
     from agiformer.train.distributed import pick_device
 
     return load_saved_model(resolve_checkpoint(path), map_location=pick_device(device))
+
+
+def model_precision(model, requested: str):
+    """The precision to run `model` in: "auto" measures bf16 against fp32 at the model's width."""
+    return choose_precision(requested, next(model.parameters()).device, width=model.config.d_model)
 
 
 def training_context(checkpoint: Path, model) -> int:
@@ -152,14 +165,18 @@ def _baseline_line(row: dict) -> str:
 def cmd_train(args) -> None:
     from agiformer.train import Trainer, load_recipe
 
-    recipe = load_recipe(args.recipe, steps=args.steps)
+    recipe = load_recipe(args.recipe, steps=args.steps, minutes=args.minutes)
     trainer = Trainer(recipe, data_dir=args.data_dir, out_dir=args.out, device=args.device, resume=args.resume,
                       progress=not args.quiet)
     if trainer.dist.is_main:
-        print(f"{recipe.name}: {trainer.model.num_parameters():,} parameters, {recipe.steps} steps of "
+        planned = trainer.state.get("planned_steps")
+        length = (f"{recipe.steps:,} steps" if not recipe.minutes else f"{planned:,} steps (fixed for a "
+                  f"{recipe.minutes:g}-minute budget)" if planned else f"a {recipe.minutes:g}-minute budget (steps "
+                  f"fixed after timing the first ones)")
+        print(f"{recipe.name}: {trainer.model.num_parameters():,} parameters, {length} of "
               f"{recipe.batch_size}×{recipe.seq_len} bytes, stages " +
-              " → ".join(f"{s.name} (α={s.plasticity})" for s in recipe.stages) + f", on {trainer.device}",
-              file=sys.stderr)
+              " → ".join(f"{s.name} (α={s.plasticity})" for s in recipe.stages) + f", on {trainer.device}; "
+              + trainer.precision.describe() + (", kept from the run" if args.resume else ""), file=sys.stderr)
     summary = trainer.train()
     if trainer.dist.is_main:
         val = summary["last_val"]
@@ -180,12 +197,14 @@ def cmd_eval(args) -> None:
     seq_len = args.seq_len or training_context(checkpoint, model)
     plasticity = args.plasticity if args.plasticity is not None else getattr(model.config, "plasticity", None)
     effort = args.effort if args.effort is not None else getattr(model.config, "effort", None)
+    precision = model_precision(model, args.precision)
     result = evaluate_bpb(model, data, seq_len=seq_len, batch_size=args.batch_size, plasticity=plasticity,
-                          effort=effort, precision=args.precision)
+                          effort=effort, precision=precision.precision)
     result.update(checkpoint=str(checkpoint), corpus=args.corpus, split=args.split, seq_len=seq_len,
-                  plasticity=plasticity, effort=effort)
+                  plasticity=plasticity, effort=effort, precision=precision.to_dict())
     print(f"{args.corpus} {args.split}: {result['bpb']:.4f} bits/byte, {result['bpc']:.4f} bits/char "
-          f"over {result['bytes']:,} bytes (windows of {seq_len}, α={plasticity}, effort={effort})")
+          f"over {result['bytes']:,} bytes (windows of {seq_len}, α={plasticity}, effort={effort}; "
+          f"{precision.describe()})")
     if args.baselines:
         rows = corpus_compression_baselines(args.data_dir, args.corpus, split=args.split)
         result["baselines"] = rows
@@ -206,13 +225,16 @@ def cmd_generate(args) -> None:
     else:
         prompt = args.prompt.encode("utf-8")
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    precision = model_precision(model, args.precision)
+    print(precision.describe(), file=sys.stderr)
     out = sys.stdout
     if not args.no_echo:
         out.write(prompt.decode("utf-8", errors="replace"))
-    for byte in model.generate(prompt, args.max_bytes, temperature=args.temperature, top_k=args.top_k,
-                               top_p=args.top_p, effort=args.effort, plasticity=args.plasticity, seed=args.seed):
-        out.write(decoder.decode(bytes([byte])))
-        out.flush()
+    with autocast(next(model.parameters()).device, precision.precision):
+        for byte in model.generate(prompt, args.max_bytes, temperature=args.temperature, top_k=args.top_k,
+                                   top_p=args.top_p, effort=args.effort, plasticity=args.plasticity, seed=args.seed):
+            out.write(decoder.decode(bytes([byte])))
+            out.flush()
     out.write(decoder.decode(b"", final=True) + "\n")
 
 
@@ -393,7 +415,10 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a recipe", epilog=EXAMPLES["train"], formatter_class=_formatter)
     train.add_argument("recipe", help="a recipe TOML file, e.g. runs/demo-en.toml")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    train.add_argument("--steps", type=_positive_int, help="override the recipe's step count")
+    train.add_argument("--steps", type=_positive_int,
+                       help="override the recipe's step count (with a time budget: the most it may take)")
+    train.add_argument("--minutes", type=_positive_float,
+                       help="train for this wall-clock budget: the steps that fit are fixed after timing the first ones")
     train.add_argument("--out", help="run directory (default: out/RECIPE_NAME)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -405,7 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seq-len", type=_positive_int, help="window length (default: the training context)")
     ev.add_argument("--batch-size", type=_positive_int, default=8)
     ev.add_argument("--max-bytes", type=_positive_int, help="score only the first N bytes of the split")
-    ev.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    ev.add_argument("--precision", default="auto", choices=PRECISIONS,
+                    help="auto (default): bf16 where this machine runs it faster than fp32, measured")
     ev.add_argument("--baselines", action="store_true", help="also print compressor figures of the same split")
     ev.add_argument("--json", help="also write the result to this JSON file")
 
@@ -421,6 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-p", type=_probability)
     gen.add_argument("--seed", type=int)
     gen.add_argument("--no-echo", action="store_true", help="do not print the prompt first")
+    gen.add_argument("--precision", default="auto", choices=PRECISIONS,
+                     help="auto (default): bf16 where this machine runs it faster than fp32, measured")
 
     recall = commands.add_parser("recall", help="needle-in-a-haystack recall vs needle distance",
                                  epilog=EXAMPLES["recall"], formatter_class=_formatter)

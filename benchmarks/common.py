@@ -62,14 +62,17 @@ def powers_of_two(lo: int, hi: int) -> list[int]:
 
 
 def add_common_args(parser: argparse.ArgumentParser, *, full_lengths: Sequence[int],
-                    quick_lengths: Sequence[int], default_dtypes: str, cpu_memory: str = "dispatch") -> None:
+                    quick_lengths: Sequence[int], default_dtypes: str = "fp32", with_dtypes: bool = True,
+                    cpu_memory: str = "dispatch") -> None:
+    """with_dtypes=False: the benchmark chooses its precision itself (`agiformer.precision`), no --dtypes."""
     parser.add_argument("--quick", action="store_true",
                         help="small L range and few repeats (under a minute on 2 CPU cores); "
                              f"writes to {QUICK_RESULTS_DIR.relative_to(ROOT)}/ unless --out is given")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    parser.add_argument("--dtypes", default=default_dtypes,
-                        help=f"comma-separated subset of {','.join(DTYPES)} (default: {default_dtypes}); "
-                             "bf16 = bf16 inputs under torch.autocast")
+    if with_dtypes:
+        parser.add_argument("--dtypes", default=default_dtypes,
+                            help=f"comma-separated subset of {','.join(DTYPES)} (default: {default_dtypes}); "
+                                 "bf16 = bf16 inputs under torch.autocast")
     parser.add_argument("--lengths", type=lambda s: [int(x) for x in s.split(",")], default=None,
                         help=f"comma-separated sequence lengths (default: {','.join(map(str, full_lengths))}; "
                              f"--quick: {','.join(map(str, quick_lengths))})")
@@ -116,10 +119,11 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         args.retries = 0 if quick else 2
     if args.out is None:
         args.out = QUICK_RESULTS_DIR if quick else RESULTS_DIR
-    args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
-    unknown = [d for d in args.dtypes if d not in DTYPES]
-    if unknown:
-        raise SystemExit(f"unknown dtype(s) {unknown}; choose from {list(DTYPES)}")
+    if hasattr(args, "dtypes"):
+        args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+        unknown = [d for d in args.dtypes if d not in DTYPES]
+        if unknown:
+            raise SystemExit(f"unknown dtype(s) {unknown}; choose from {list(DTYPES)}")
     args.device = torch.device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -1,8 +1,9 @@
 """Whole-model training cost against context length: AGIFORMER vs a byte GPT of the same size.
 
-For each context L (bytes), one training step (forward + backward, batch 1, bf16 autocast):
+For each context L (bytes), one training step (forward + backward, batch 1, in the precision this machine
+runs fastest, measured; --precision to force one):
 time, time per byte, and peak tensor memory; the log-log slope of each against L. AGIFORMER's
-FLOPs are counted with torch's FlopCounterMode and compared with the machine's bf16 matmul peak,
+FLOPs are counted with torch's FlopCounterMode and compared with the machine's matmul peak in that precision,
 measured in the same run by a large matmul (MFU).
 
     python -m benchmarks.model_scaling            # L = 1 K … 64 K bytes
@@ -22,8 +23,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from agiformer import AGIFormer, AGIFormerConfig
 from agiformer.models import ByteGPT, ByteGPTConfig
+from agiformer.precision import PRECISIONS, autocast, choose_precision
 from benchmarks.common import (
-    add_common_args, autocast, command_line, environment, environment_markdown, finish_environment, fmt_mib, fmt_ms,
+    add_common_args, command_line, environment, environment_markdown, finish_environment, fmt_mib, fmt_ms,
     CONTEXT_AXIS, loglog_slope,
     markdown_table, peak_memory_bytes, plot_loglog, powers_of_two, resolve_args, timed_case, write_json, write_text,
 )
@@ -40,10 +42,11 @@ def matched_byte_gpt(target_parameters: int, d_model: int) -> ByteGPTConfig:
     return ByteGPTConfig(d_model=d_model, n_layers=layers, n_heads=4)
 
 
-def measure_bf16_peak(device: torch.device, size: int = 4096) -> float:
-    """FLOP/s of a large bf16 matmul: the machine's practical peak for this workload."""
-    a = torch.randn(size, size, device=device, dtype=torch.bfloat16)
-    b = torch.randn(size, size, device=device, dtype=torch.bfloat16)
+def measure_matmul_peak(device: torch.device, precision: str, size: int = 4096) -> float:
+    """FLOP/s of a large square matmul in the chosen precision: the machine's practical peak for it."""
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[precision]
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
     a @ b
     start, n = time.perf_counter(), 0
     while time.perf_counter() - start < 2.0:
@@ -54,10 +57,10 @@ def measure_bf16_peak(device: torch.device, size: int = 4096) -> float:
     return 2 * size ** 3 * n / (time.perf_counter() - start)
 
 
-def train_step(model, x: torch.Tensor, device: torch.device):
+def train_step(model, x: torch.Tensor, device: torch.device, precision: str):
     def step():
         model.zero_grad(set_to_none=True)
-        with autocast(device, "bf16"):
+        with autocast(device, precision):
             loss = model.loss(x, effort=1.0).loss
         loss.backward()
     return step
@@ -66,12 +69,16 @@ def train_step(model, x: torch.Tensor, device: torch.device):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser, full_lengths=powers_of_two(1024, 65536), quick_lengths=[1024, 2048, 4096],
-                    default_dtypes="bf16")
+                    with_dtypes=False)
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="auto (default): bf16 where this machine runs it faster than fp32, measured")
     args = resolve_args(parser.parse_args())
     device = torch.device(args.device)
     started = time.perf_counter()
     env = environment(device)
-    peak = measure_bf16_peak(device, 2048 if args.quick else 4096)
+    choice = choose_precision(args.precision, device, width=AGIFORMER["d_model"])
+    precision = choice.precision
+    peak = measure_matmul_peak(device, precision, 2048 if args.quick else 4096)
     torch.manual_seed(0)
     agiformer = AGIFormer(AGIFormerConfig.preset("v2", **AGIFORMER)).to(device)
     gpt_config = matched_byte_gpt(agiformer.num_parameters(), AGIFORMER["d_model"])
@@ -84,7 +91,7 @@ def main() -> None:
             if previous and previous["time_s"] * (length / previous["length"]) ** 2 > args.max_seconds * 4:
                 results[name].append({"length": length, "skipped": f"predicted > {args.max_seconds * 4:.0f} s"})
                 continue
-            step = train_step(model, x, device)
+            step = train_step(model, x, device, precision)
             timing = timed_case(step, device, args)
             with FlopCounterMode(display=False) as counter:
                 step()
@@ -110,29 +117,29 @@ def main() -> None:
     params = {name: m.num_parameters() for name, m in models.items()}
     command = command_line("model_scaling")
     text = (f"# Training cost against context length\n\n`{command}`\n\n{environment_markdown(env)}\n\n"
-            f"Measured bf16 matmul peak: {peak / 1e12:.2f} TFLOP/s. AGIFORMER: demo-en model ({params['AGIFORMER']:,} "
+            f"{choice.describe()}; measured {precision} matmul peak: {peak / 1e12:.3f} TFLOP/s. AGIFORMER: demo-en model ({params['AGIFORMER']:,} "
             f"parameters); byte GPT: d_model {gpt_config.d_model}, {gpt_config.n_layers} layers "
-            f"({params['byte GPT']:,} parameters). One training step, batch 1, bf16 autocast.\n\n"
+            f"({params['byte GPT']:,} parameters). One training step, batch 1, {precision}.\n\n"
             + markdown_table(["model", "context (bytes)", "step (ms)", "µs per byte", "peak memory (MiB)", "MFU (%)"],
                              rows)
             + "\n\nLog-log slopes against context: "
             + "; ".join(f"{n}: time {s['time']:.2f}, memory {s['memory']:.2f}" for n, s in slopes.items()
                         if s["time"] is not None) + "\n")
-    write_json(args.out / "model_scaling.json", {"command": command, "environment": env, "bf16_peak_flops": peak,
+    write_json(args.out / "model_scaling.json", {"command": command, "environment": env, "precision": choice.to_dict(), "peak_flops": peak,
                                                  "parameters": params,
                                                  "results": results, "slopes": slopes})
     write_text(args.out / "model_scaling.md", text)
-    plot(results, args.out / "model_scaling.png")
+    plot(results, args.out / "model_scaling.png", precision)
     print(text)
 
 
-def plot(results: dict, path: Path) -> None:
+def plot(results: dict, path: Path, precision: str) -> None:
     """Time and peak memory against context, log-log, from the JSON's "results"."""
     def series(key):
         return {n: {"x": [r["length"] for r in s if "time_s" in r], "y": [r[key] for r in s if "time_s" in r]}
                 for n, s in results.items()}
 
-    plot_loglog(path, "one training step against context (batch 1, bf16)", [
+    plot_loglog(path, f"one training step against context (batch 1, {precision})", [
         {"title": "time per step", "ylabel": "seconds", "series": series("time_s"), "reference_slopes": [1, 2]},
         {"title": "peak tensor memory", "ylabel": "bytes", "series": series("peak_bytes"), "reference_slopes": [1]},
     ], xlabel=CONTEXT_AXIS)

@@ -7,10 +7,10 @@ the compressors on the same test split.
     python -m benchmarks.quality --report                                   # merge into quality.{md,png}
     python -m benchmarks.quality --quick                                    # 2 systems × 20 s, en-wiki
 
-Equal wall-clock: each system first times a few training steps (after warm-up) on a throwaway copy,
-then trains for steps = budget / (seconds per step), so its warm-up + cosine schedule ends within
-the budget. The training time it actually used (the sum of its step times) is reported beside the
-budget. Each system writes its own JSON (`OUT/quality/CORPUS/SYSTEM.json`), so systems can run in
+Equal wall-clock: each system's recipe gets the budget as `minutes` and the trainer fixes the step
+count that fits after timing its first steps (`agiformer.train.loop`), so its warm-up + cosine
+schedule ends within the budget; each picks its precision by measurement. The training time it
+actually used (the sum of its step times) is reported beside the budget. Each system writes its own JSON (`OUT/quality/CORPUS/SYSTEM.json`), so systems can run in
 separate processes, pinned to separate cores, and `--report` merges them.
 """
 
@@ -45,11 +45,11 @@ SYSTEMS = {
     "v1-block": "AGIFORMER with the v1 block: summed fusion, per-head decay, no encoder overlap",
     "constant-alpha": "AGIFORMER with α = 0.99 in every stage instead of the curriculum's α",
 }
-CALIBRATION_STEPS = 8
+AT_THE_END_ONLY = 10 ** 9  # eval_every / checkpoint_every: the budget's calibration and the last step only
 
 
-def system_recipe(path: Path, system: str, *, steps: int, name: str) -> Recipe:
-    recipe = load_recipe(path, steps=steps, name=name)
+def system_recipe(path: Path, system: str, *, minutes: float, name: str) -> Recipe:
+    recipe = load_recipe(path, minutes=minutes, name=name)
     values = recipe.to_dict()
     model = dict(values["model"])
     if system == "byte-gpt":
@@ -61,49 +61,34 @@ def system_recipe(path: Path, system: str, *, steps: int, name: str) -> Recipe:
         model.update({"attention-only": {"mixer": "attention"}, "memory-only": {"mixer": "memory"},
                       "no-reasoning": {"reasoning_steps": 0}, "mlp-head": {"head": "mlp"},
                       "v1-block": {"fusion": "sum", "memory_decay": "head", "encoder_overlap": 0}}[system])
-    values.update(model=model, eval_every=steps, checkpoint_every=steps)
+    values.update(model=model, steps=0, eval_every=AT_THE_END_ONLY, checkpoint_every=AT_THE_END_ONLY)
     return Recipe.from_dict(values, source=f"{path.name} ({system})")
-
-
-def seconds_per_step(recipe: Recipe, data_dir: Path, scratch: Path) -> float:
-    """Median time of CALIBRATION_STEPS training steps of a throwaway trainer, after two warm-up steps
-    (the first steps of a process are slower: allocator and kernel caches warm up)."""
-    trainer = Trainer(recipe, data_dir=data_dir, out_dir=scratch, progress=False)
-    trainer.train_step(0)
-    trainer.train_step(1)
-    times = []
-    for step in range(2, 2 + CALIBRATION_STEPS):
-        tick = time.perf_counter()
-        trainer.train_step(step)
-        times.append(time.perf_counter() - tick)
-    return sorted(times)[len(times) // 2]
 
 
 def run_system(system: str, corpus: str, budget_s: float, args) -> dict:
     out_dir = args.runs_dir / corpus / system
     if (out_dir / "last").exists():
         raise SystemExit(f"{out_dir} already holds a run; remove it to measure {system} again")
-    probe = system_recipe(RECIPES[corpus], system, steps=1000, name=f"quality-{corpus}-{system}")
-    s_per_step = seconds_per_step(probe, args.data_dir, args.runs_dir / "calibration" / corpus / system)
-    steps = max(1, int(budget_s / s_per_step))
-    recipe = system_recipe(RECIPES[corpus], system, steps=steps, name=f"quality-{corpus}-{system}")
-    log(f"{corpus} / {system}: {s_per_step:.2f} s per step → {steps} steps in {budget_s:.0f} s")
+    recipe = system_recipe(RECIPES[corpus], system, minutes=budget_s / 60, name=f"quality-{corpus}-{system}")
     trainer = Trainer(recipe, data_dir=args.data_dir, out_dir=out_dir, progress=not args.no_progress)
+    log(f"{corpus} / {system}: {trainer.precision.describe()}")
     summary = trainer.train()
+    steps = summary["steps"]
     rows = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if r["kind"] == "train"]
     bytes_per_step = recipe.batch_size * recipe.seq_len * recipe.grad_accum
     train_time = sum(bytes_per_step / r["bytes_per_s"] for r in train_rows)
     plasticity = trainer.trained_stage().plasticity
     test = evaluate_bpb(trainer.model, load_split(args.data_dir, corpus, "test"), seq_len=recipe.seq_len,
-                        batch_size=recipe.batch_size, plasticity=plasticity, precision="fp32")
+                        batch_size=recipe.batch_size, plasticity=plasticity, precision=trainer.precision.precision)
     elapsed, curve = 0.0, []
     for r in train_rows:
         elapsed += bytes_per_step / r["bytes_per_s"]
         curve.append((round(elapsed, 2), r["train_bpb"]))
     return {"system": system, "description": SYSTEMS[system], "corpus": corpus, "recipe": str(RECIPES[corpus].name),
             "model": recipe.model, "parameters": summary["parameters"], "budget_s": budget_s,
-            "calibration_s_per_step": s_per_step, "steps": steps, "bytes_seen": summary["bytes_seen"],
+            "calibration_s_per_step": summary["budget"]["step_s"], "steps": steps,
+            "precision": summary["precision"], "bytes_seen": summary["bytes_seen"],
             "train_time_s": train_time, "val_bpb": summary["last_val"]["val_bpb"], "test_bpb": test["bpb"],
             "test_bpc": test["bpc"], "test_bytes": test["bytes"], "curve": curve, "checkpoint": str(out_dir / "last")}
 
@@ -137,7 +122,7 @@ def report(args) -> None:
             + markdown_table(["system", "parameters", "steps", "bytes seen", "train time / budget (s)",
                               "test bpb", "vs agiformer", "what"], rows))
         figures[corpus] = (results, compressors)
-    text = ("# Quality at equal wall-clock\n\nTest-split bits per byte (fp32 scoring, every byte scored once) after "
+    text = ("# Quality at equal wall-clock\n\nTest-split bits per byte (every byte scored once) after "
             "training each system for the same wall-clock budget with the same trainer, curriculum and batch. "
             "Each system times a few steps first and is given as many steps as fit the budget.\n\n"
             + "\n\n".join(sections) + "\n")

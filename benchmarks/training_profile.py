@@ -1,10 +1,10 @@
-"""Where a training step's time goes: MFU of a recipe's real training step against the machine's bf16
-matmul peak (measured in the same run), and a torch.profiler table of the operators that take the time.
+"""Where a training step's time goes: MFU of a recipe's real training step against the machine's matmul
+peak in the precision the trainer chose (measured in the same run), and a torch.profiler table of the operators that take the time.
 
     python -m benchmarks.training_profile                       # runs/en-1h.toml, 6 timed steps
     python -m benchmarks.training_profile --recipe runs/demo-en.toml --quick
 
-The step is the trainer's own (`Trainer.train_step`: batch sampling, bf16 autocast, forward,
+The step is the trainer's own (`Trainer.train_step`: batch sampling, the chosen precision, forward,
 backward, clipping, AdamW). FLOPs are the matmul FLOPs torch's FlopCounterMode counts in forward +
 backward of one batch; MFU = FLOPs / step time / peak. Operators are grouped into kinds (matmul,
 dtype casts and copies, elementwise, …) by name.
@@ -24,14 +24,14 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
-from agiformer.eval.bpb import autocast
+from agiformer.precision import autocast
 from agiformer.train.recipe import load_recipe
 from agiformer.train.trainer import Trainer
 from benchmarks.common import (
     QUICK_RESULTS_DIR, RESULTS_DIR, ROOT, command_line, environment, environment_markdown, finish_environment, log,
     markdown_table, write_json, write_text,
 )
-from benchmarks.model_scaling import measure_bf16_peak
+from benchmarks.model_scaling import measure_matmul_peak
 
 KINDS = [  # first match wins
     ("matmul", r"^aten::(mm|bmm|addmm|baddbmm|matmul|linear|_scaled_dot_product|_flash_attention|convolution|"
@@ -59,7 +59,7 @@ def step_flops(trainer: Trainer) -> int:
     recipe = trainer.recipe
     x = torch.randint(0, 256, (recipe.batch_size, recipe.seq_len))
     with FlopCounterMode(display=False) as counter:
-        with autocast(trainer.device, recipe.precision):
+        with autocast(trainer.device, trainer.precision.precision):
             loss = trainer.model.loss(x, plasticity=recipe.stages[-1].plasticity, effort=1.0).loss
         loss.backward()
     trainer.model.zero_grad(set_to_none=True)
@@ -80,10 +80,11 @@ def main(argv=None) -> None:
     steps = 2 if args.quick else args.steps
     started = time.perf_counter()
     env = environment(torch.device("cpu"))
-    peak = measure_bf16_peak(torch.device("cpu"), 2048 if args.quick else 4096)
     recipe = load_recipe(args.recipe)
     with tempfile.TemporaryDirectory() as scratch:
         trainer = Trainer(recipe, data_dir=args.data_dir, out_dir=scratch, progress=False)
+        peak_size = 2048 if args.quick else 4096
+        peak = measure_matmul_peak(torch.device("cpu"), trainer.precision.precision, peak_size)
         flops = step_flops(trainer)
         for step in range(2):
             trainer.train_step(step)
@@ -114,24 +115,25 @@ def main(argv=None) -> None:
                                  f"{e.self_cpu_time_total / 2e3:.0f}", f"{e.count / 2:.0f}"] for e in top])
     text = (f"# Where a training step's time goes\n\n`{command}`\n\n{environment_markdown(env)}\n\n"
             f"Recipe `{args.recipe.name}`: {trainer.model.num_parameters():,} parameters, batch {recipe.batch_size} × "
-            f"{recipe.seq_len} bytes, {recipe.precision}.\n\n"
+            f"{recipe.seq_len} bytes, {trainer.precision.describe()}.\n\n"
             + markdown_table(["measured", "value"], [
                 ["training step (median of %d)" % steps, f"{step_s:.3f} s"],
                 ["throughput", f"{bytes_per_step / step_s / 1e3:.1f} kB/s"],
                 ["matmul FLOPs per step (fwd + bwd)", f"{flops / 1e9:.1f} GFLOP"],
-                ["bf16 matmul peak (4096² matmul, same run)", f"{peak / 1e12:.2f} TFLOP/s"],
+                [f"{trainer.precision.precision} matmul peak ({peak_size}² matmul, same run)",
+                 f"{peak / 1e12:.3f} TFLOP/s"],
                 ["MFU", f"{100 * mfu:.1f} %"]])
             + f"\n\nProfile of 2 training steps (torch.profiler, self CPU time by operator):\n\n{kinds_table}\n\n"
             + ops_table + "\n")
     out = args.out or (QUICK_RESULTS_DIR if args.quick else RESULTS_DIR)
     write_json(out / "training_profile.json", {
         "command": command, "recipe": str(args.recipe), "environment": env, "step_s": step_s, "step_times_s": times,
-        "flops_per_step": flops, "bf16_peak_flops": peak, "mfu": mfu, "bytes_per_step": bytes_per_step,
+        "flops_per_step": flops, "precision": trainer.precision.to_dict(), "peak_flops": peak, "mfu": mfu, "bytes_per_step": bytes_per_step,
         "self_cpu_us_by_kind": by_kind,
         "top_ops": [{"op": e.key, "self_cpu_us": e.self_cpu_time_total, "calls": e.count} for e in top]})
     write_text(out / "training_profile.md", text)
     print(text)
-    log(f"MFU {100 * mfu:.1f} % ({flops / 1e9:.1f} GFLOP in {step_s:.3f} s, peak {peak / 1e12:.2f} TFLOP/s)")
+    log(f"MFU {100 * mfu:.1f} % ({flops / 1e9:.1f} GFLOP in {step_s:.3f} s, {trainer.precision.precision} peak {peak / 1e12:.3f} TFLOP/s)")
 
 
 if __name__ == "__main__":

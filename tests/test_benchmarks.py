@@ -87,8 +87,8 @@ def test_loglog_slope():
 
 @pytest.mark.parametrize("system", list(quality.SYSTEMS))
 def test_quality_systems_change_what_they_say(system):
-    base = quality.system_recipe(quality.RECIPES["en-wiki"], "agiformer", steps=10, name="base")
-    recipe = quality.system_recipe(quality.RECIPES["en-wiki"], system, steps=10, name=system)
+    base = quality.system_recipe(quality.RECIPES["en-wiki"], "agiformer", minutes=12, name="base")
+    recipe = quality.system_recipe(quality.RECIPES["en-wiki"], system, minutes=12, name=system)
     config, reference = recipe.model_config(), base.model_config()
     changed = {k for k, v in config.to_dict().items() if reference.to_dict().get(k) != v} \
         if config.model_type == "agiformer" else None
@@ -104,7 +104,8 @@ def test_quality_systems_change_what_they_say(system):
     plasticities = [s.plasticity for s in recipe.stages]
     assert plasticities == ([0.99] * len(plasticities) if system == "constant-alpha"
                             else [s.plasticity for s in base.stages])
-    assert recipe.eval_every == recipe.checkpoint_every == recipe.steps == 10
+    assert recipe.minutes == 12 and recipe.steps == 0  # the trainer fixes the steps that fit
+    assert recipe.eval_every == recipe.checkpoint_every == quality.AT_THE_END_ONLY
 
 
 def test_evaluate_bpb_reports_mean_reasoning_steps():

@@ -161,3 +161,50 @@ def test_byte_gpt_trains_with_the_same_trainer_and_resumes(toy_data, tmp_path):
     Trainer(recipe, data_dir=toy_data, out_dir=tmp_path / "split", progress=False).train(max_steps=2)
     Trainer(recipe, data_dir=toy_data, out_dir=tmp_path / "split", resume=True, progress=False).train()
     assert train_losses(tmp_path / "split") == train_losses(tmp_path / "straight")
+
+
+def budget_recipe(**overrides) -> Recipe:
+    return toy_recipe(**{"steps": 0, "minutes": 10.0, "warmup_steps": 4, "eval_every": 0, "checkpoint_every": 0,
+                         **overrides})
+
+
+def test_a_time_budget_fixes_the_steps_after_timing_the_warmup(toy_data, tmp_path):
+    summary = Trainer(budget_recipe(steps=9), data_dir=toy_data, out_dir=tmp_path, progress=False).train()
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    budget = next(r for r in rows if r["kind"] == "budget")
+    assert budget["step"] == budget["calibration_steps"] == 4  # min(warmup_steps, CALIBRATION_STEPS)
+    assert budget["steps"] == 9 and summary["steps"] == 9 and summary["budget"] == {k: v for k, v in budget.items()
+                                                                                    if k not in ("kind", "step")}
+    assert budget["step_s"] > 0 and budget["validation_s"] > 0 and budget["save_s"] > 0
+    # the calibration's validation is the run's first; the stage split follows the fixed count
+    assert [r["step"] for r in rows if r["kind"] == "val"][0] == 4
+    assert [r["stage"] for r in rows if r["kind"] == "train"] == ["first"] * 4 + ["second"] * 5  # round(4.5) = 4
+    assert json.loads((tmp_path / "last" / "trainer.json").read_text())["planned_steps"] == 9
+
+
+def test_a_spent_budget_ends_the_run_after_calibration(toy_data, tmp_path):
+    summary = Trainer(budget_recipe(minutes=1e-4), data_dir=toy_data, out_dir=tmp_path, progress=False).train()
+    assert summary["steps"] == 4 and summary["budget"]["steps"] == 4 and summary["last_val"]["step"] == 4
+
+
+def test_a_budgeted_run_resumes_exactly_with_its_fixed_step_count(toy_data, tmp_path):
+    recipe = budget_recipe(steps=8)   # the cap binds on any machine: both runs fix 8 steps
+    Trainer(recipe, data_dir=toy_data, out_dir=tmp_path / "straight", progress=False).train()
+    Trainer(budget_recipe(steps=8), data_dir=toy_data, out_dir=tmp_path / "split", progress=False).train(max_steps=6)
+    resumed = Trainer(budget_recipe(steps=8), data_dir=toy_data, out_dir=tmp_path / "split", resume=True,
+                      progress=False)
+    assert resumed.state["planned_steps"] == 8
+    assert resumed.train()["steps"] == 8
+    assert train_losses(tmp_path / "split") == train_losses(tmp_path / "straight")
+
+
+@pytest.mark.parametrize("eval_every, seconds, expected", [
+    (20, 100.0, 60),   # 60 steps of 1 s + validations of 10 s at steps 20, 40, 60 = 90 s; 61 steps need 4: 101 s
+    (0, 100.0, 69),    # DEFAULT_EVALS = 3: validations at 23, 46, 69 (interval round(69 / 3)): 99 s
+    (0, 5.0, 0),       # not even the final validation fits: no step beyond those done
+])
+def test_steps_within_counts_the_validations_and_saves_to_come(eval_every, seconds, expected):
+    recipe = toy_recipe(steps=0, minutes=1.0, warmup_steps=4, eval_every=eval_every, checkpoint_every=0)
+    total = recipe.steps_within(seconds, done=0, step_s=1.0, validation_s=10.0, save_s=0.0)
+    assert total == expected
+    assert recipe.steps_within(seconds, done=0, step_s=1.0, validation_s=10.0, save_s=0.1) <= expected

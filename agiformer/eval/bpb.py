@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import numpy as np
 import torch
 
 from agiformer.data import disjoint_windows
-
-
-def autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+from agiformer.precision import autocast
 
 
 def count_characters(data: np.ndarray) -> int:

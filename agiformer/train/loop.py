@@ -1,8 +1,10 @@
 """The loop every trainer shares: progress bar, per-step timing, metrics.jsonl, validation every
-`eval_every` steps with a `best` checkpoint, `last` every `checkpoint_every` steps (both atomic),
+`eval_interval()` steps with a `best` checkpoint, `last` every `checkpoint_interval()` steps (both atomic),
+a time budget that fixes the step count after timing the first steps,
 SIGINT/SIGTERM → save and stop, --resume, summary.json.
 
-A subclass sets, before calling `open_run`: `recipe` (with name, steps, eval_every, checkpoint_every),
+A subclass sets, before calling `open_run`: `recipe` (a `Schedule`: name, steps, minutes, warmup_steps,
+eval_interval(), checkpoint_interval()),
 `dist`, `out_dir`, `progress`, `state` (a JSON dict with at least "step", "elapsed_s" and
 "best_" + best_metric), `optimizer`, `generators` (every random stream it draws from, checkpointed)
 and `saved_module` (whose state_dict a checkpoint holds); and implements `train_step`, `count_step`,
@@ -26,6 +28,12 @@ from pathlib import Path
 from agiformer.errors import AGIFormerError
 from agiformer.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from agiformer.train.plots import plot_curves, read_metrics
+from agiformer.train.recipe import MIN_CALIBRATION_STEPS
+
+
+CALIBRATION_STEPS = 12        # steps timed before a budgeted run fixes its step count (at most warmup_steps) ...
+CALIBRATION_SHARE = 0.05      # ... or fewer, once they have taken this share of the budget
+UNPLANNED_STEPS = 10 ** 9    # recipe.steps while the count is being measured
 
 
 class TrainingLoop:
@@ -119,36 +127,51 @@ class TrainingLoop:
         self.stop_requested = True
 
     def train(self, *, max_steps: int | None = None) -> dict:
-        """Run to the recipe's last step (or stop after `max_steps` more, for tests); returns a summary."""
-        recipe, best_key = self.recipe, "best_" + self.best_metric
-        end = recipe.steps if max_steps is None else min(recipe.steps, self.state["step"] + max_steps)
+        """Run to the recipe's last step (or stop after `max_steps` more, for tests); returns a summary.
+
+        A recipe with a time budget (`minutes`) first trains its calibration steps (part of the warmup,
+        whose learning rate does not depend on the step count), then times a validation and a save,
+        and fixes the number of steps that fits the budget (see `plan_steps`); the count is kept in
+        `state`, so a resumed run follows the same schedule."""
+        recipe, budget_s = self.recipe, 60 * self.recipe.minutes
+        planning = bool(budget_s) and "planned_steps" not in self.state
+        if budget_s and not planning:
+            recipe.steps = self.state["planned_steps"]
+        step_cap, calibration_end = recipe.steps, min(recipe.warmup_steps, CALIBRATION_STEPS)
+        if planning:
+            recipe.steps = UNPLANNED_STEPS  # stage 0, no validation or save until the count is fixed
+        target = None if max_steps is None else self.state["step"] + max_steps
+        end = recipe.steps if target is None else min(recipe.steps, target)
         previous_handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)} \
             if threading.current_thread() is threading.main_thread() else {}
-        bar = _progress_bar(self.progress, total=recipe.steps, initial=self.state["step"], name=recipe.name)
-        started, last_val = time.perf_counter(), None
+        bar = _progress_bar(self.progress, total=None if planning else recipe.steps, initial=self.state["step"],
+                            name=recipe.name)
+        self.run_started = time.perf_counter()
+        self.elapsed_before = self.state["elapsed_s"]
+        last_val, step_times = None, []
         try:
             while self.state["step"] < end:
                 tick = time.perf_counter()
                 row = self.train_step(self.state["step"])
                 self.state["step"] += 1
-                self.count_step(row, time.perf_counter() - tick)
+                step_times.append(time.perf_counter() - tick)
+                self.count_step(row, step_times[-1])
                 self.log(row)
-                step, last = self.state["step"], self.state["step"] == recipe.steps
-                if step % recipe.eval_every == 0 or last:
-                    last_val = self.validate()
-                    self.log(last_val)
-                    rank, best = self.rank(last_val), self.state.get(best_key)
-                    if best is None or rank < best:  # None: a run resumed from before this rank was kept
-                        self.state[best_key] = rank
-                        self.save("best")
-                    if self.dist.is_main:
-                        plot_curves(self.metrics_path, self.out_dir / "curves.png", title=recipe.name,
-                                    **self.curve_options())
+                step = self.state["step"]
+                planned_now = planning and (step >= calibration_end or step >= MIN_CALIBRATION_STEPS
+                                            and self.elapsed() >= CALIBRATION_SHARE * budget_s)
+                if planned_now:
+                    last_val = self.plan_steps(budget_s, step_cap, step_times[1:] or step_times)
+                    planning = False
+                    end = recipe.steps if target is None else min(recipe.steps, target)
+                    bar.total = recipe.steps
+                    bar.refresh()
+                last = step == recipe.steps
+                if not planned_now and (step % recipe.eval_interval() == 0 or last):
+                    last_val = self.validation_event()
                 stop = self.dist.sum([float(self.stop_requested)])[0] > 0
-                if step % recipe.checkpoint_every == 0 or last or stop or step == end:
-                    self.state["elapsed_s"] += time.perf_counter() - started
-                    started = time.perf_counter()
-                    self.save("last")
+                if not planned_now and (step % recipe.checkpoint_interval() == 0 or last or stop or step == end):
+                    self.save_last()
                 bar.update(1)
                 bar.set_postfix_str(self.progress_text(row, last_val))
                 if stop:
@@ -160,12 +183,65 @@ class TrainingLoop:
             bar.close()
             for s, handler in previous_handlers.items():
                 signal.signal(s, handler)
+        best_key = "best_" + self.best_metric
         summary = {"recipe": recipe.name, "steps": self.state["step"], **self.summary_fields(),
                    "elapsed_s": round(self.state["elapsed_s"], 1), best_key: self.state.get(best_key),
                    "last_val": last_val, "checkpoint": str(self.out_dir / "last"), "stopped_early": self.stop_requested}
+        if "budget" in self.state:
+            summary["budget"] = self.state["budget"]
         if self.dist.is_main:
             (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
         return summary
+
+    def elapsed(self) -> float:
+        """Seconds this run has trained, over every process that resumed it."""
+        return self.elapsed_before + time.perf_counter() - self.run_started
+
+    def validation_event(self) -> dict:
+        """Validate, log, keep `best/` and redraw the curves."""
+        best_key = "best_" + self.best_metric
+        val = self.validate()
+        self.log(val)
+        rank, best = self.rank(val), self.state.get(best_key)
+        if best is None or rank < best:  # None: a run resumed from before this rank was kept
+            self.state[best_key] = rank
+            self.save("best")
+        if self.dist.is_main:
+            plot_curves(self.metrics_path, self.out_dir / "curves.png", title=self.recipe.name,
+                        **self.curve_options())
+        return val
+
+    def save_last(self) -> None:
+        self.state["elapsed_s"] = self.elapsed()
+        self.save("last")
+
+    def plan_steps(self, budget_s: float, step_cap: int, step_times: list[float]) -> dict:
+        """Fix recipe.steps to what fits `budget_s`: the steps done, then the median of `step_times` per
+        step, plus the validations and saves of `last` the schedule will make, each as long as the one
+        timed here (a validation now, then a save). `step_cap` > 0 bounds the count. Returns the
+        validation row."""
+        recipe, done = self.recipe, self.state["step"]
+        tick = time.perf_counter()
+        val = self.validation_event()
+        val_s = time.perf_counter() - tick
+        tick = time.perf_counter()
+        self.save_last()
+        save_s = time.perf_counter() - tick
+        # every process plans from the same (averaged) figures, so all fix the same count
+        step_s, val_s, save_s, spent = [value / self.dist.world_size for value in self.dist.sum(
+            [sorted(step_times)[len(step_times) // 2], val_s, save_s, self.elapsed()])]
+        total = recipe.steps_within(budget_s - spent, done=done, step_s=step_s, validation_s=val_s, save_s=save_s)
+        total = min(total, step_cap) if step_cap else total
+        recipe.steps = self.state["planned_steps"] = total
+        self.state["budget"] = {"minutes": recipe.minutes, "calibration_steps": done, "step_s": round(step_s, 4),
+                                "validation_s": round(val_s, 2), "save_s": round(save_s, 3), "steps": total}
+        self.log({"kind": "budget", "step": done, **self.state["budget"]})
+        self.save_last()  # the fixed count goes into the checkpoint: a resume follows the same schedule
+        if self.dist.is_main:
+            print(f"\nbudget {recipe.minutes:g} min: {step_s:.2f} s per step (median of {len(step_times)}), "
+                  f"validation {val_s:.1f} s, save {save_s:.2f} s → {total:,} steps"
+                  + (f" (capped by steps = {step_cap:,})" if step_cap and total == step_cap else ""), file=sys.stderr)
+        return val
 
 
 def _progress_bar(enabled: bool, *, total: int, initial: int, name: str):

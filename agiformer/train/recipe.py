@@ -1,7 +1,7 @@
 """Training recipes: a TOML file naming the model, the curriculum stages and the optimisation.
 
     name = "demo-en"
-    steps = 2000
+    minutes = 20                        # or steps = 2000: the run times its first steps and fixes the count that fits
     batch_size = 16
     seq_len = 1024                      # bytes per training window; ≥ 4 × window × patch_size
     lr = 2e-3
@@ -28,6 +28,7 @@ from pathlib import Path
 
 from agiformer.errors import AGIFormerError
 from agiformer.models import AGIFormerConfig, ByteGPTConfig
+from agiformer.precision import PRECISIONS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -35,9 +36,40 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+MIN_CALIBRATION_STEPS = 4  # a timed budget measures at least steps 2 … 4 (the first is slow), within the warmup
+DEFAULT_EVALS = 3         # validations over a run whose recipe gives no eval_every (a budgeted run adds one)
+DEFAULT_CHECKPOINTS = 10  # saves of `last` over a run whose recipe gives no checkpoint_every
+
+
 class Schedule:
     """What every recipe shares: stages by share of `steps`, and the learning rate of each step.
-    Needs the fields stages (each with a `share`), steps, lr, min_lr_ratio and warmup_steps."""
+    Needs the fields stages (each with a `share`), steps, lr, min_lr_ratio, warmup_steps, eval_every
+    and checkpoint_every. A recipe with `minutes` > 0 has its steps fixed by the training loop after
+    timing the first ones (`steps`, if also given, is then the most it may take)."""
+
+    minutes = 0.0
+
+    def eval_interval(self, steps: int | None = None) -> int:
+        """Steps between validations in a run of `steps` (default: the recipe's)."""
+        return self.eval_every or max(1, round((steps or self.steps) / DEFAULT_EVALS))
+
+    def checkpoint_interval(self, steps: int | None = None) -> int:
+        return self.checkpoint_every or max(1, round((steps or self.steps) / DEFAULT_CHECKPOINTS))
+
+    def steps_within(self, seconds: float, *, done: int, step_s: float, validation_s: float, save_s: float) -> int:
+        """The most steps a run that has done `done` can total so that what remains (steps, the validations
+        and saves of `last` its intervals make, and the final ones) takes at most `seconds`."""
+        def events(total: int, interval: int) -> int:  # at multiples of the interval, and at the last step
+            return total // interval - done // interval + (total % interval != 0)
+
+        def remaining(total: int) -> float:
+            return ((total - done) * step_s + events(total, self.eval_interval(total)) * validation_s
+                    + events(total, self.checkpoint_interval(total)) * save_s)
+
+        total = done + max(0, int(seconds / step_s))
+        while total > done and remaining(total) > seconds:
+            total -= max(1, (total - done) // 200)
+        return total
 
     def stage_boundaries(self) -> list[int]:
         """First step of each stage; stages split the steps in proportion to their shares."""
@@ -80,7 +112,8 @@ class Recipe(Schedule):
     name: str
     model: dict
     stages: list[Stage]
-    steps: int
+    steps: int = 0                   # optimizer steps; with minutes, the most the budget may take (0: no cap)
+    minutes: float = 0.0             # wall-clock budget of the whole run (steps, validations, checkpoints)
     batch_size: int = 16
     seq_len: int = 1024
     lr: float = 1e-3
@@ -89,10 +122,10 @@ class Recipe(Schedule):
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     grad_accum: int = 1              # micro-batches per optimizer step (batch_size is per micro-batch)
-    precision: str = "bf16"          # "bf16" autocast or "fp32"
+    precision: str = "auto"          # "auto" (bf16 where this machine runs it faster), "bf16" autocast or "fp32"
     eval_corpus: str = ""            # scored every eval_every steps, on its whole val split; default: last stage's first corpus
-    eval_every: int = 500
-    checkpoint_every: int = 500
+    eval_every: int = 0              # 0: DEFAULT_EVALS validations spread over the run
+    checkpoint_every: int = 0        # 0: DEFAULT_CHECKPOINTS saves of `last` spread over the run
     seed: int = 0
     notes: str = ""
 
@@ -125,11 +158,20 @@ class Recipe(Schedule):
                 raise AGIFormerError(f"{where}: stage '{stage.name}' plasticity must be in (0, 1], got {stage.plasticity}")
             if stage.share <= 0:
                 raise AGIFormerError(f"{where}: stage '{stage.name}' share must be > 0")
-        for name in ("steps", "batch_size", "seq_len", "grad_accum", "eval_every", "checkpoint_every"):
+        for name in ("batch_size", "seq_len", "grad_accum"):
             if getattr(self, name) < 1:
                 raise AGIFormerError(f"{where}: {name} must be ≥ 1, got {getattr(self, name)}")
-        if self.precision not in ("bf16", "fp32"):
-            raise AGIFormerError(f"{where}: precision must be 'bf16' or 'fp32', got {self.precision!r}")
+        for name in ("steps", "eval_every", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise AGIFormerError(f"{where}: {name} must be ≥ 0, got {getattr(self, name)}")
+        if self.minutes < 0 or not self.minutes and self.steps < 1:
+            raise AGIFormerError(f"{where}: give steps ≥ 1 or a time budget minutes > 0 (got steps {self.steps}, "
+                                 f"minutes {self.minutes})")
+        if self.minutes and self.warmup_steps < MIN_CALIBRATION_STEPS:
+            raise AGIFormerError(f"{where}: a recipe with minutes times its warmup steps to fix the step count; "
+                                 f"use warmup_steps ≥ {MIN_CALIBRATION_STEPS}, got {self.warmup_steps}")
+        if self.precision not in PRECISIONS:
+            raise AGIFormerError(f"{where}: precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
             raise AGIFormerError(f"{where}: lr must be > 0 and min_lr_ratio in [0, 1]")
         config = self.model_config()

@@ -1,5 +1,5 @@
-"""The byte models' trainer: curriculum stages, AdamW with warmup + cosine, bf16 autocast, ACT ponder
-cost, effort sampled per batch, whole-split validation; checkpoints, metrics and resume come from
+"""The byte models' trainer: curriculum stages, AdamW with warmup + cosine, the precision this machine
+runs fastest (`agiformer.precision`), ACT ponder cost, effort sampled per batch, whole-split validation; checkpoints, metrics and resume come from
 the shared loop (`agiformer.train.loop`).
 
 Exact resume: every random draw (batches, effort, dropout) comes from generators whose states are
@@ -10,6 +10,7 @@ the uninterrupted run's losses bit for bit on the same machine.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from pathlib import Path
 
@@ -18,8 +19,9 @@ from torch import nn
 
 from agiformer.data import load_split, mixture_windows
 from agiformer.errors import AGIFormerError
-from agiformer.eval.bpb import autocast, count_characters, evaluate_bpb
+from agiformer.eval.bpb import count_characters, evaluate_bpb
 from agiformer.models.pretrained import model_classes
+from agiformer.precision import PrecisionChoice, autocast, choose_precision
 from agiformer.train.distributed import Distributed
 from agiformer.train.loop import TrainingLoop
 from agiformer.train.recipe import Recipe
@@ -81,6 +83,14 @@ class Trainer(TrainingLoop):
                       "seq_len": recipe.seq_len}
         self.saved_module = self.model
         self.open_run(resume=resume, recipe=recipe.to_dict())
+        # a resumed run keeps the precision it was trained in: its losses then repeat exactly
+        if "precision" not in self.state:
+            choice = choose_precision(recipe.precision, self.device, width=self.config.d_model)
+            if self.dist.sum([float(choice.precision == "bf16")])[0] not in (0, self.dist.world_size):
+                choice = dataclasses.replace(choice, precision="fp32")  # the processes measured differently
+            self.state["precision"] = choice.to_dict()
+            self.log({"kind": "precision", "step": self.state["step"], **self.state["precision"]})
+        self.precision = PrecisionChoice(**self.state["precision"])
         wrapped = _LossModule(self.model)
         self.step_module = nn.parallel.DistributedDataParallel(wrapped, find_unused_parameters=True) \
             if self.dist.world_size > 1 else wrapped
@@ -106,7 +116,7 @@ class Trainer(TrainingLoop):
             rows = batch.chunk(self.dist.world_size)[self.dist.rank].to(self.device)
             sync = micro == recipe.grad_accum - 1 or self.dist.world_size == 1
             with self.step_module.no_sync() if not sync else contextlib.nullcontext():
-                with autocast(self.device, recipe.precision):
+                with autocast(self.device, self.precision.precision):
                     loss, bpb = self.step_module(rows, stage.plasticity, effort)
                 (loss / recipe.grad_accum).backward()
             bpb_sum += bpb.item()
@@ -128,7 +138,7 @@ class Trainer(TrainingLoop):
         recipe = self.recipe
         plasticity = self.trained_stage().plasticity
         result = evaluate_bpb(self.model, self.val_data, seq_len=recipe.seq_len, batch_size=recipe.batch_size,
-                              plasticity=plasticity, precision=recipe.precision, rank=self.dist.rank,
+                              plasticity=plasticity, precision=self.precision.precision, rank=self.dist.rank,
                               world_size=self.dist.world_size)
         bits, n_bytes = self.dist.sum([result["bits"], result["bytes"]])
         return {"kind": "val", "step": self.state["step"], "bytes_seen": self.state["bytes_seen"],
@@ -161,7 +171,8 @@ class Trainer(TrainingLoop):
                 + (f" val={last_val['val_bpb']:.3f}" if last_val else ""))
 
     def summary_fields(self) -> dict:
-        return {"bytes_seen": self.state["bytes_seen"], "parameters": self.model.num_parameters()}
+        return {"bytes_seen": self.state["bytes_seen"], "parameters": self.model.num_parameters(),
+                "precision": self.state["precision"]}
 
     def curve_options(self) -> dict:
         return {"val_label": f"validation ({self.recipe.eval_corpus}, whole split)"}
