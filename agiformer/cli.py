@@ -171,7 +171,7 @@ def cmd_train(args) -> None:
     if trainer.dist.is_main:
         planned = trainer.state.get("planned_steps")
         length = (f"{recipe.steps:,} steps" if not recipe.minutes else f"{planned:,} steps (fixed for a "
-                  f"{recipe.minutes:g}-minute budget)" if planned else f"a {recipe.minutes:g}-minute budget (steps "
+                  f"budget of {recipe.minutes:g} minutes)" if planned else f"a budget of {recipe.minutes:g} minutes (steps "
                   f"fixed after timing the first ones)")
         print(f"{recipe.name}: {trainer.model.num_parameters():,} parameters, {length} of "
               f"{recipe.batch_size}×{recipe.seq_len} bytes, stages " +

@@ -32,7 +32,7 @@ from agiformer.train.recipe import MIN_CALIBRATION_STEPS
 
 
 CALIBRATION_STEPS = 12        # steps timed before a budgeted run fixes its step count (at most warmup_steps) ...
-CALIBRATION_SHARE = 0.05      # ... or fewer, once they have taken this share of the budget
+CALIBRATION_SHARE = 0.1       # ... or fewer, once they have taken this share of the budget
 UNPLANNED_STEPS = 10 ** 9    # recipe.steps while the count is being measured
 
 
@@ -161,7 +161,9 @@ class TrainingLoop:
                 planned_now = planning and (step >= calibration_end or step >= MIN_CALIBRATION_STEPS
                                             and self.elapsed() >= CALIBRATION_SHARE * budget_s)
                 if planned_now:
-                    last_val = self.plan_steps(budget_s, step_cap, step_times[1:] or step_times)
+                    # the first steps of a process are slow (allocator, page faults, kernel caches: 8-10 s
+                    # against 5-6 s later on an AVX2 EPYC): time the second half only
+                    last_val = self.plan_steps(budget_s, step_cap, step_times[len(step_times) // 2:])
                     planning = False
                     end = recipe.steps if target is None else min(recipe.steps, target)
                     bar.total = recipe.steps
@@ -216,8 +218,8 @@ class TrainingLoop:
         self.save("last")
 
     def plan_steps(self, budget_s: float, step_cap: int, step_times: list[float]) -> dict:
-        """Fix recipe.steps to what fits `budget_s`: the steps done, then the median of `step_times` per
-        step, plus the validations and saves of `last` the schedule will make, each as long as the one
+        """Fix recipe.steps to what fits `budget_s`: the steps done, then the mean of `step_times` per
+        step (the mean, not the median: step times vary with the effort drawn, and the budget is their sum), plus the validations and saves of `last` the schedule will make, each as long as the one
         timed here (a validation now, then a save). `step_cap` > 0 bounds the count. Returns the
         validation row."""
         recipe, done = self.recipe, self.state["step"]
@@ -229,7 +231,7 @@ class TrainingLoop:
         save_s = time.perf_counter() - tick
         # every process plans from the same (averaged) figures, so all fix the same count
         step_s, val_s, save_s, spent = [value / self.dist.world_size for value in self.dist.sum(
-            [sorted(step_times)[len(step_times) // 2], val_s, save_s, self.elapsed()])]
+            [sum(step_times) / len(step_times), val_s, save_s, self.elapsed()])]
         total = recipe.steps_within(budget_s - spent, done=done, step_s=step_s, validation_s=val_s, save_s=save_s)
         total = min(total, step_cap) if step_cap else total
         recipe.steps = self.state["planned_steps"] = total
@@ -238,7 +240,7 @@ class TrainingLoop:
         self.log({"kind": "budget", "step": done, **self.state["budget"]})
         self.save_last()  # the fixed count goes into the checkpoint: a resume follows the same schedule
         if self.dist.is_main:
-            print(f"\nbudget {recipe.minutes:g} min: {step_s:.2f} s per step (median of {len(step_times)}), "
+            print(f"\nbudget {recipe.minutes:g} min: {step_s:.2f} s per step (mean of {len(step_times)}), "
                   f"validation {val_s:.1f} s, save {save_s:.2f} s → {total:,} steps"
                   + (f" (capped by steps = {step_cap:,})" if step_cap and total == step_cap else ""), file=sys.stderr)
         return val

@@ -36,7 +36,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
-MIN_CALIBRATION_STEPS = 4  # a timed budget measures at least steps 2 … 4 (the first is slow), within the warmup
+MIN_CALIBRATION_STEPS = 4  # a timed budget runs at least 4 steps (and times the later half), within the warmup
 DEFAULT_EVALS = 3         # validations over a run whose recipe gives no eval_every (a budgeted run adds one)
 DEFAULT_CHECKPOINTS = 10  # saves of `last` over a run whose recipe gives no checkpoint_every
 
