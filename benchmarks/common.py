@@ -44,6 +44,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from agiformer.precision import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "docs" / "results"
 QUICK_RESULTS_DIR = RESULTS_DIR / "quick"
@@ -370,16 +372,6 @@ def doubling_ratios(lengths: Sequence[int], values: Sequence[float]) -> list[flo
 
 # ----------------------------------------------------------------------------- environment
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _cpu_flags() -> list[str]:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -403,7 +395,7 @@ def _git_commit() -> str | None:
 def environment(device: torch.device) -> dict:
     env = {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_flags": _cpu_flags(),
         "logical_cpus": os.cpu_count(),
         "usable_cpus": _usable_cpus(),

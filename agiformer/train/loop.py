@@ -31,7 +31,7 @@ from agiformer.train.plots import plot_curves, read_metrics
 from agiformer.train.recipe import MIN_CALIBRATION_STEPS
 
 
-CALIBRATION_STEPS = 12        # steps timed before a budgeted run fixes its step count (at most warmup_steps) ...
+CALIBRATION_STEPS = 16        # steps timed before a budgeted run fixes its step count (at most warmup_steps) ...
 CALIBRATION_SHARE = 0.1       # ... or fewer, once they have taken this share of the budget
 UNPLANNED_STEPS = 10 ** 9    # recipe.steps while the count is being measured
 
