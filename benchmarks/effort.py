@@ -1,7 +1,7 @@
 """The effort knob on a trained model: test bits per byte, mean reasoning steps, forward FLOPs and
 time for effort ∈ {0, 0.25, 0.5, 0.75, 1}.
 
-    python -m benchmarks.effort out/quality/en-wiki/agiformer/last --corpus en-wiki
+    python -m benchmarks.effort out/quality/en-wiki-20min/agiformer/last --corpus en-wiki
     python -m benchmarks.effort --quick      # the checkpoint of `benchmarks.quality --quick`, 64 KB of test
 
 Effort does two things (docs/model.md): it lowers the halting threshold of the reasoning loop, so

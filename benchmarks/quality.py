@@ -1,11 +1,16 @@
 """Quality at a fixed wall-clock budget: test bits per byte of AGIFORMER, its ablations and a byte GPT
-of the same size, each trained by the same trainer on the same curriculum for the same time, beside
-the compressors on the same test split.
+tuned for the budget, each trained by the same trainer on the same curriculum for the same time,
+beside the compressors on the same test split.
 
-    python -m benchmarks.quality --corpus en-wiki --minutes 12              # every system, one by one
-    taskset -c 0 python -m benchmarks.quality --threads 1 --systems agiformer,byte-gpt ...
+    python -m benchmarks.quality --corpus en-wiki --minutes 20 --systems agiformer,gpt-sweep
+    python -m benchmarks.quality --corpus en-wiki --minutes 20              # every system, one by one
     python -m benchmarks.quality --report                                   # merge into quality.{md,png}
     python -m benchmarks.quality --quick                                    # 2 systems × 20 s, en-wiki
+
+The byte GPT is the one a user would pick at the budget, not one sized to lose: GPT_SWEEP is a small
+sweep around a strong reference point (width and depth, context 256 / 512 / 1,024, learning rate),
+every point trained at the same budget; the report compares AGIFORMER with the point that has the
+best *validation* bpb (so the test split picks nothing) and lists the whole sweep.
 
 Equal wall-clock: each system's recipe gets the budget as `minutes` and the trainer fixes the step
 count that fits after timing its first steps (`agiformer.train.loop`), so its warm-up + cosine
@@ -25,19 +30,30 @@ import torch
 
 from agiformer.data import corpus_compression_baselines, load_split
 from agiformer.eval.bpb import evaluate_bpb
-from agiformer.models import AGIFormer
 from agiformer.train.recipe import Recipe, load_recipe
 from agiformer.train.trainer import Trainer
 from benchmarks.common import (
     QUICK_RESULTS_DIR, RESULTS_DIR, ROOT, command_line, environment, finish_environment, log,
     markdown_table, write_json, write_text,
 )
-from benchmarks.model_scaling import matched_byte_gpt
 
-RECIPES = {"en-wiki": ROOT / "runs" / "demo-en.toml", "tr-speech": ROOT / "runs" / "tr.toml"}
+RECIPES = {"en-wiki": ROOT / "runs" / "demo-en.toml", "tr-speech": ROOT / "runs" / "tr.toml",
+           "code-py": ROOT / "runs" / "code-py.toml"}
+# byte GPT points (name → model width, depth, training context in bytes, learning rate); the first is
+# the reference: d 256, 6 layers, context 512, lr 2e-3, with warmup and cosine over the budget
+GPT_SWEEP = {
+    "gpt-d256-l6-c512": (256, 6, 512, 2e-3),
+    "gpt-d256-l6-c256": (256, 6, 256, 2e-3),
+    "gpt-d256-l6-c1024": (256, 6, 1024, 2e-3),
+    "gpt-d192-l4-c512": (192, 4, 512, 2e-3),
+    "gpt-d384-l6-c512": (384, 6, 512, 2e-3),
+    "gpt-d256-l6-c512-lr1e-3": (256, 6, 512, 1e-3),
+    "gpt-d256-l6-c512-lr4e-3": (256, 6, 512, 4e-3),
+}
 SYSTEMS = {
     "agiformer": "the recipe's model: v2 block (gated fusion, input-dependent decay), GRU head, curriculum α",
-    "byte-gpt": "byte GPT (full causal attention) with the parameter count closest to AGIFORMER's",
+    **{name: f"byte GPT (full causal attention): d {d}, {layers} layers, context {context}, lr {lr:g}"
+       for name, (d, layers, context, lr) in GPT_SWEEP.items()},
     "attention-only": "AGIFORMER without the memory (mixer = attention)",
     "memory-only": "AGIFORMER without the window attention (mixer = memory)",
     "no-reasoning": "AGIFORMER without the adaptive reasoning loop (reasoning_steps = 0)",
@@ -52,9 +68,10 @@ def system_recipe(path: Path, system: str, *, minutes: float, name: str) -> Reci
     recipe = load_recipe(path, minutes=minutes, name=name)
     values = recipe.to_dict()
     model = dict(values["model"])
-    if system == "byte-gpt":
-        agiformer_size = AGIFormer(recipe.model_config()).num_parameters()
-        model = {"type": "byte-gpt", **matched_byte_gpt(agiformer_size, model.get("d_model", 512)).to_dict()}
+    if system in GPT_SWEEP:
+        d_model, n_layers, context, lr = GPT_SWEEP[system]
+        model = {"type": "byte-gpt", "d_model": d_model, "n_layers": n_layers, "n_heads": d_model // 64}
+        values.update(seq_len=context, lr=lr)
     elif system == "constant-alpha":
         values["stages"] = [{**stage, "plasticity": 0.99} for stage in values["stages"]]
     elif system != "agiformer":
@@ -65,8 +82,12 @@ def system_recipe(path: Path, system: str, *, minutes: float, name: str) -> Reci
     return Recipe.from_dict(values, source=f"{path.name} ({system})")
 
 
+def results_folder(corpus: str, budget_s: float) -> str:
+    return f"{corpus}-{budget_s / 60:g}min" if budget_s >= 60 else f"{corpus}-{budget_s:g}s"
+
+
 def run_system(system: str, corpus: str, budget_s: float, args) -> dict:
-    out_dir = args.runs_dir / corpus / system
+    out_dir = args.runs_dir / results_folder(corpus, budget_s) / system
     if (out_dir / "last").exists():
         raise SystemExit(f"{out_dir} already holds a run; remove it to measure {system} again")
     recipe = system_recipe(RECIPES[corpus], system, minutes=budget_s / 60, name=f"quality-{corpus}-{system}")
@@ -95,36 +116,50 @@ def run_system(system: str, corpus: str, budget_s: float, args) -> dict:
 
 # ----------------------------------------------------------------------------- report
 
+def tuned_gpt(results: list[dict]) -> dict | None:
+    """The sweep's byte GPT with the best validation bpb: the test split chooses nothing."""
+    swept = [r for r in results if r["system"].startswith("gpt-")]
+    return min(swept, key=lambda r: r["val_bpb"]) if swept else None
+
+
 def report(args) -> None:
     sections, figures = [], {}
-    for corpus_dir in sorted(p for p in (args.out / "quality").iterdir() if p.is_dir()):
-        corpus = corpus_dir.name
-        results = [json.loads(p.read_text()) for p in sorted(corpus_dir.glob("*.json"))]
+    for folder in sorted(p for p in (args.out / "quality").iterdir() if p.is_dir()):
+        results = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
         if not results:
             continue
+        corpus, minutes = results[0]["corpus"], results[0]["budget_s"] / 60
         compressors = corpus_compression_baselines(args.data_dir, corpus, split="test")
         by_bpb = sorted(results, key=lambda r: r["test_bpb"])
-        reference = next((r["test_bpb"] for r in results if r["system"] == "agiformer"), None)
+        agiformer = next((r for r in results if r["system"] == "agiformer"), None)
+        reference = agiformer["test_bpb"] if agiformer else None
         rows = [[r["system"], f"{r['parameters']:,}", f"{r['steps']:,}", f"{r['bytes_seen'] / 1e6:.1f} M",
-                 f"{r['train_time_s']:.0f} / {r['budget_s']:.0f}", f"{r['test_bpb']:.3f}",
+                 f"{r['train_time_s']:.0f} / {r['budget_s']:.0f}", r.get("precision", {}).get("precision", "bf16"),
+                 f"{r['val_bpb']:.3f}", f"{r['test_bpb']:.3f}",
                  "" if reference is None else f"{r['test_bpb'] - reference:+.3f}", r["description"]] for r in by_bpb]
-        rows += [[f"{c['name']} (alone / given train)", "", "", "", "", f"{c['bpb']:.3f} / {c['conditional_bpb']:.3f}"
-                  if c["bpb"] is not None and c["conditional_bpb"] is not None else (c["note"] or "—"), "", ""]
-                 for c in compressors]
+        rows += [[f"{c['name']} (alone / given train)", "", "", "", "", "", "",
+                  f"{c['bpb']:.3f} / {c['conditional_bpb']:.3f}" if c["bpb"] is not None
+                  and c["conditional_bpb"] is not None else (c["note"] or "—"), "", ""] for c in compressors]
         machines = sorted({"{cpu_model}, torch {torch_version}, {torch_threads} thread(s)".format(**r["environment"])
                            for r in results})
-        first = results[0]
+        best_gpt = tuned_gpt(results)
+        verdict = ""
+        if agiformer and best_gpt:
+            n_swept = sum(r["system"].startswith("gpt-") for r in results)
+            verdict = (f"\n\nAGIFORMER against the tuned byte GPT (`{best_gpt['system']}`, best validation bpb of "
+                       f"{n_swept} swept): test bpb {agiformer['test_bpb']:.3f} / {best_gpt['test_bpb']:.3f} = "
+                       f"**{agiformer['test_bpb'] / best_gpt['test_bpb']:.3f}**.")
         sections.append(
-            f"## {corpus} (recipe runs/{first['recipe']})\n\n"
+            f"## {corpus}, {minutes:g} minutes per system (recipe runs/{results[0]['recipe']})\n\n"
             + "\n".join(f"- `{r['system']}`: {r['environment']['date_utc']} UTC, commit "
                         f"{r['environment']['git_commit']}, `{r['command']}`" for r in results)
             + "\n- machine: " + "; ".join(machines) + "\n\n"
-            + markdown_table(["system", "parameters", "steps", "bytes seen", "train time / budget (s)",
-                              "test bpb", "vs agiformer", "what"], rows))
-        figures[corpus] = (results, compressors)
+            + markdown_table(["system", "parameters", "steps", "bytes seen", "train time / budget (s)", "precision",
+                              "val bpb", "test bpb", "vs agiformer", "what"], rows) + verdict)
+        figures[folder.name] = (results, compressors)
     text = ("# Quality at equal wall-clock\n\nTest-split bits per byte (every byte scored once) after "
             "training each system for the same wall-clock budget with the same trainer, curriculum and batch. "
-            "Each system times a few steps first and is given as many steps as fit the budget.\n\n"
+            "Each system's trainer times its first steps and fixes as many steps as fit the budget.\n\n"
             + "\n\n".join(sections) + "\n")
     png = args.out / "quality.png"
     if plot(figures, png):
@@ -174,10 +209,11 @@ def plot(figures: dict, path: Path) -> bool:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", default="en-wiki", choices=sorted(RECIPES))
-    parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated, from: {', '.join(SYSTEMS)}")
-    parser.add_argument("--minutes", type=float, default=12.0, help="training wall-clock budget per system")
+    parser.add_argument("--systems", default=",".join(SYSTEMS),
+                        help=f"comma-separated, from: {', '.join(SYSTEMS)}; gpt-sweep = every gpt-* point")
+    parser.add_argument("--minutes", type=float, default=20.0, help="training wall-clock budget per system")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    parser.add_argument("--quick", action="store_true", help="agiformer and byte-gpt, 20 s each")
+    parser.add_argument("--quick", action="store_true", help="agiformer and the reference byte GPT, 20 s each")
     parser.add_argument("--report", action="store_true", help="measure nothing: merge the stored results")
     parser.add_argument("--data-dir", type=Path, default=ROOT / "data")
     parser.add_argument("--runs-dir", type=Path, default=None, help="checkpoints (default: out/quality[-quick])")
@@ -191,7 +227,8 @@ def main(argv=None) -> None:
         return
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    systems = ["agiformer", "byte-gpt"] if args.quick else args.systems.split(",")
+    systems = ["agiformer", next(iter(GPT_SWEEP))] if args.quick else \
+        [name for s in args.systems.split(",") for name in (GPT_SWEEP if s == "gpt-sweep" else [s])]
     unknown = [s for s in systems if s not in SYSTEMS]
     if unknown:
         parser.error(f"unknown system(s) {', '.join(unknown)}; choose from {', '.join(SYSTEMS)}")
@@ -205,7 +242,7 @@ def main(argv=None) -> None:
         env = environment(torch.device("cpu"))
         result = run_system(system, args.corpus, budget_s, args)
         finish_environment(env, started)
-        write_json(args.out / "quality" / args.corpus / f"{system}.json",
+        write_json(args.out / "quality" / results_folder(args.corpus, budget_s) / f"{system}.json",
                    {**result, "command": command, "environment": env})
         log(f"{args.corpus} / {system}: test {result['test_bpb']:.3f} bpb after {result['steps']} steps "
             f"({result['train_time_s']:.0f} s of training)")

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from agiformer import AGIFormer, AGIFormerConfig
 from agiformer.eval.bpb import evaluate_bpb
-from agiformer.models import ByteGPT
+from agiformer.models import ByteGPTConfig
 from agiformer.ops import chunked_hebbian, naive_hebbian
 from benchmarks import quality, training_profile
 from benchmarks.common import cpu_peak_bytes_dispatch, cpu_peak_bytes_profiler, loglog_slope
@@ -95,17 +95,26 @@ def test_quality_systems_change_what_they_say(system):
     expected = {"agiformer": set(), "constant-alpha": set(), "attention-only": {"mixer"}, "memory-only": {"mixer"},
                 "no-reasoning": {"reasoning_steps"}, "mlp-head": {"head"},
                 "v1-block": {"fusion", "memory_decay", "encoder_overlap"}}
-    if system == "byte-gpt":
-        agiformer_size = quality.AGIFormer(reference).num_parameters()
-        gpt_size = ByteGPT(config).num_parameters()
-        assert abs(gpt_size / agiformer_size - 1) < 0.1
+    if system in quality.GPT_SWEEP:
+        d_model, n_layers, context, lr = quality.GPT_SWEEP[system]
+        assert isinstance(config, ByteGPTConfig)
+        assert (config.d_model, config.n_layers, recipe.seq_len, recipe.lr) == (d_model, n_layers, context, lr)
+        assert f"d {d_model}, {n_layers} layers, context {context}" in quality.SYSTEMS[system]
     else:
-        assert changed == expected[system]
+        assert changed == expected[system] and (recipe.seq_len, recipe.lr) == (base.seq_len, base.lr)
     plasticities = [s.plasticity for s in recipe.stages]
     assert plasticities == ([0.99] * len(plasticities) if system == "constant-alpha"
                             else [s.plasticity for s in base.stages])
     assert recipe.minutes == 12 and recipe.steps == 0  # the trainer fixes the steps that fit
     assert recipe.eval_every == recipe.checkpoint_every == quality.AT_THE_END_ONLY
+
+
+def test_the_tuned_gpt_is_chosen_by_validation_not_test():
+    results = [{"system": "agiformer", "val_bpb": 2.0, "test_bpb": 2.0},
+               {"system": "gpt-a", "val_bpb": 2.1, "test_bpb": 2.3},
+               {"system": "gpt-b", "val_bpb": 2.2, "test_bpb": 2.2}]
+    assert quality.tuned_gpt(results)["system"] == "gpt-a"
+    assert quality.tuned_gpt(results[:1]) is None
 
 
 def test_evaluate_bpb_reports_mean_reasoning_steps():
