@@ -127,11 +127,12 @@ def test_ddp_with_two_gloo_processes_matches_one_process(toy_data, tmp_path):
     recipe_file = tmp_path / "toy.toml"
     recipe_file.write_text("""
 name = "toy"
-steps = 3
+minutes = 10
+steps = 5
 batch_size = 4
 seq_len = 64
 lr = 3e-3
-warmup_steps = 1
+warmup_steps = 4
 eval_every = 3
 checkpoint_every = 3
 precision = "fp32"
@@ -151,7 +152,7 @@ plasticity = 0.99
                           env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     one, two = train_losses(tmp_path / "one"), train_losses(tmp_path / "two")
-    assert len(one) == len(two) == 3
+    assert len(one) == len(two) == 5  # both processes fixed the same count after timing 4 steps
     assert all(math.isclose(a, b, rel_tol=1e-4) for a, b in zip(one, two)), (one, two)
     val = lambda d: [r["val_bpb"] for r in read_metrics(d / "metrics.jsonl") if r["kind"] == "val"]
     assert math.isclose(val(tmp_path / "one")[0], val(tmp_path / "two")[0], rel_tol=1e-4)
@@ -183,6 +184,11 @@ def test_a_time_budget_fixes_the_steps_after_timing_the_warmup(toy_data, tmp_pat
     assert [r["step"] for r in rows if r["kind"] == "val"][0] == 4
     assert [r["stage"] for r in rows if r["kind"] == "train"] == ["first"] * 4 + ["second"] * 5  # round(4.5) = 4
     assert json.loads((tmp_path / "last" / "trainer.json").read_text())["planned_steps"] == 9
+
+
+def test_a_step_cap_below_the_calibration_steps_holds(toy_data, tmp_path):
+    summary = Trainer(budget_recipe(steps=2), data_dir=toy_data, out_dir=tmp_path, progress=False).train()
+    assert summary["steps"] == 2 and summary["budget"]["steps"] == 2
 
 
 def test_a_spent_budget_ends_the_run_after_calibration(toy_data, tmp_path):

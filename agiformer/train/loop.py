@@ -137,7 +137,8 @@ class TrainingLoop:
         planning = bool(budget_s) and "planned_steps" not in self.state
         if budget_s and not planning:
             recipe.steps = self.state["planned_steps"]
-        step_cap, calibration_end = recipe.steps, min(recipe.warmup_steps, CALIBRATION_STEPS)
+        step_cap = recipe.steps
+        calibration_end = min(recipe.warmup_steps, CALIBRATION_STEPS, step_cap or UNPLANNED_STEPS)
         if planning:
             recipe.steps = UNPLANNED_STEPS  # stage 0, no validation or save until the count is fixed
         target = None if max_steps is None else self.state["step"] + max_steps
@@ -158,11 +159,12 @@ class TrainingLoop:
                 self.count_step(row, step_times[-1])
                 self.log(row)
                 step = self.state["step"]
-                planned_now = planning and (step >= calibration_end or step >= MIN_CALIBRATION_STEPS
-                                            and self.elapsed() >= CALIBRATION_SHARE * budget_s)
+                # every process plans at the same step (their clocks differ): any one's "enough" counts
+                planned_now = planning and (step >= calibration_end or self.dist.sum([float(
+                    step >= MIN_CALIBRATION_STEPS and self.elapsed() >= CALIBRATION_SHARE * budget_s)])[0] > 0)
                 if planned_now:
-                    # the first steps of a process are slow (allocator, page faults, kernel caches: 8-10 s
-                    # against 5-6 s later on an AVX2 EPYC): time the second half only
+                    # the first steps of a process are slow (8-10 s against 5-6 s later on an AVX2
+                    # EPYC): time the second half only
                     last_val = self.plan_steps(budget_s, step_cap, step_times[len(step_times) // 2:])
                     planning = False
                     end = recipe.steps if target is None else min(recipe.steps, target)
@@ -219,7 +221,8 @@ class TrainingLoop:
 
     def plan_steps(self, budget_s: float, step_cap: int, step_times: list[float]) -> dict:
         """Fix recipe.steps to what fits `budget_s`: the steps done, then the mean of `step_times` per
-        step (the mean, not the median: step times vary with the effort drawn, and the budget is their sum), plus the validations and saves of `last` the schedule will make, each as long as the one
+        step (not the median: step times vary with the effort drawn, and the budget is their sum),
+        plus the validations and saves of `last` the schedule will make, each as long as the one
         timed here (a validation now, then a save). `step_cap` > 0 bounds the count. Returns the
         validation row."""
         recipe, done = self.recipe, self.state["step"]
