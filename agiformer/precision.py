@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 PRECISIONS = ("auto", "bf16", "fp32")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # the precisions a computation can run in
 # bf16 autocast adds casts around every matmul (13 % of a training step on a Xeon with AMX), so a
 # matmul that is merely as fast in bf16 makes the step slower: bf16 must win by this factor.
 BF16_MARGIN = 1.25
@@ -62,13 +63,13 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
-def matmul_gflops(dtype: torch.dtype, *, width: int, device: torch.device, seconds: float = TIMING_SECONDS) -> float:
-    """GFLOP/s of (256, width) @ (width, 4·width) in `dtype`, the shape of a block's MLP on a batch of latents,
-    timed over repeated calls for about `seconds` after one untimed call."""
+def matmul_gflops(dtype: torch.dtype, m: int, k: int, n: int, *, device: torch.device,
+                  seconds: float = TIMING_SECONDS) -> float:
+    """GFLOP/s of an (m, k) @ (k, n) matmul in `dtype`, timed over repeated calls for about `seconds`
+    after one untimed call."""
     generator = torch.Generator().manual_seed(0)
-    a = torch.randn(256, width, generator=generator).to(device=device, dtype=dtype)
-    b = torch.randn(width, 4 * width, generator=generator).to(device=device, dtype=dtype)
-    flops = 2 * a.shape[0] * width * b.shape[1]
+    a = torch.randn(m, k, generator=generator).to(device=device, dtype=dtype)
+    b = torch.randn(k, n, generator=generator).to(device=device, dtype=dtype)
     a @ b  # first call: kernel selection, allocation
     calls, started = 0, time.perf_counter()
     while True:
@@ -78,14 +79,14 @@ def matmul_gflops(dtype: torch.dtype, *, width: int, device: torch.device, secon
             torch.cuda.synchronize(device)
         elapsed = time.perf_counter() - started
         if elapsed >= seconds:
-            return calls * flops / elapsed / 1e9
+            return calls * 2 * m * k * n / elapsed / 1e9
 
 
 @functools.lru_cache(maxsize=None)
 def _measured_choice(device_name: str, width: int) -> PrecisionChoice:
     device = torch.device(device_name)
-    bf16 = matmul_gflops(torch.bfloat16, width=width, device=device)
-    fp32 = matmul_gflops(torch.float32, width=width, device=device)
+    # the shape of a block's MLP on a batch of latents
+    bf16, fp32 = (matmul_gflops(dtype, 256, width, 4 * width, device=device) for dtype in (torch.bfloat16, torch.float32))
     return PrecisionChoice(faster_precision(bf16, fp32), "auto", "measured", device_name, width, round(bf16, 2),
                            round(fp32, 2), cpu_model())
 

@@ -24,7 +24,6 @@ reports are what carries over to other machines; absolute times are for this mac
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import gc
 import json
@@ -44,12 +43,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from agiformer.precision import cpu_model
+from agiformer.precision import DTYPES, autocast, cpu_model  # noqa: F401  (autocast: imported from here by the benchmarks)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "docs" / "results"
 QUICK_RESULTS_DIR = RESULTS_DIR / "quick"
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 CPU_MEMORY_TEXT = {"dispatch": "new tensor storages tracked op by op with a TorchDispatchMode",
                    "profiler": "torch.profiler allocator events"}
 MiB = 2 ** 20
@@ -145,13 +143,6 @@ def args_from_results(result: dict, args: argparse.Namespace) -> argparse.Namesp
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def autocast(device: torch.device, dtype_name: str):
-    """bf16: torch.autocast to bfloat16; fp32: no autocast."""
-    if dtype_name == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=DTYPES[dtype_name])
 
 
 def _busy_cpu_seconds() -> float | None:

@@ -23,7 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from agiformer import AGIFormer, AGIFormerConfig
 from agiformer.models import ByteGPT, ByteGPTConfig
-from agiformer.precision import PRECISIONS, autocast, choose_precision
+from agiformer.precision import DTYPES, PRECISIONS, autocast, choose_precision, matmul_gflops
 from benchmarks.common import (
     add_common_args, command_line, environment, environment_markdown, finish_environment, fmt_mib, fmt_ms,
     CONTEXT_AXIS, loglog_slope,
@@ -40,21 +40,6 @@ def matched_byte_gpt(target_parameters: int, d_model: int) -> ByteGPTConfig:
         return sum(p.numel() for p in ByteGPT(ByteGPTConfig(d_model=d_model, n_layers=layers, n_heads=4)).parameters())
     layers = min(range(1, 33), key=lambda n: abs(count(n) - target_parameters))
     return ByteGPTConfig(d_model=d_model, n_layers=layers, n_heads=4)
-
-
-def measure_matmul_peak(device: torch.device, precision: str, size: int = 4096) -> float:
-    """FLOP/s of a large square matmul in the chosen precision: the machine's practical peak for it."""
-    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[precision]
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    a @ b
-    start, n = time.perf_counter(), 0
-    while time.perf_counter() - start < 2.0:
-        a @ b
-        n += 1
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return 2 * size ** 3 * n / (time.perf_counter() - start)
 
 
 def train_step(model, x: torch.Tensor, device: torch.device, precision: str):
@@ -78,7 +63,8 @@ def main() -> None:
     env = environment(device)
     choice = choose_precision(args.precision, device, width=AGIFORMER["d_model"])
     precision = choice.precision
-    peak = measure_matmul_peak(device, precision, 2048 if args.quick else 4096)
+    size = 2048 if args.quick else 4096  # a large square matmul: the machine's practical peak
+    peak = 1e9 * matmul_gflops(DTYPES[precision], size, size, size, device=device, seconds=2.0)
     torch.manual_seed(0)
     agiformer = AGIFormer(AGIFormerConfig.preset("v2", **AGIFORMER)).to(device)
     gpt_config = matched_byte_gpt(agiformer.num_parameters(), AGIFORMER["d_model"])

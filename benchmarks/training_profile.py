@@ -24,14 +24,13 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
-from agiformer.precision import autocast
+from agiformer.precision import DTYPES, autocast, matmul_gflops
 from agiformer.train.recipe import load_recipe
 from agiformer.train.trainer import Trainer
 from benchmarks.common import (
     QUICK_RESULTS_DIR, RESULTS_DIR, ROOT, command_line, environment, environment_markdown, finish_environment, log,
     markdown_table, write_json, write_text,
 )
-from benchmarks.model_scaling import measure_matmul_peak
 
 KINDS = [  # first match wins
     ("matmul", r"^aten::(mm|bmm|addmm|baddbmm|matmul|linear|_scaled_dot_product|_flash_attention|convolution|"
@@ -84,7 +83,8 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         trainer = Trainer(recipe, data_dir=args.data_dir, out_dir=scratch, progress=False)
         peak_size = 2048 if args.quick else 4096
-        peak = measure_matmul_peak(torch.device("cpu"), trainer.precision.precision, peak_size)
+        peak = 1e9 * matmul_gflops(DTYPES[trainer.precision.precision], peak_size, peak_size, peak_size,
+                                   device=torch.device("cpu"), seconds=2.0)
         flops = step_flops(trainer)
         for step in range(2):
             trainer.train_step(step)

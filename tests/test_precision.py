@@ -40,7 +40,7 @@ def test_forced_precisions_skip_the_measurement_and_bad_names_are_refused():
 
 def test_matmul_gflops_counts_the_work_done():
     # fp32 on any CPU: well above a scalar loop (0.1 GFLOP/s) and below 100 TFLOP/s
-    assert 0.1 < matmul_gflops(torch.float32, width=64, device=torch.device("cpu"), seconds=0.02) < 1e5
+    assert 0.1 < matmul_gflops(torch.float32, 64, 64, 256, device=torch.device("cpu"), seconds=0.02) < 1e5
 
 
 def test_autocast_bf16_runs_matmuls_in_bf16():
