@@ -93,20 +93,21 @@ def test_quality_systems_change_what_they_say(system):
     changed = {k for k, v in config.to_dict().items() if reference.to_dict().get(k) != v} \
         if config.model_type == "agiformer" else None
     expected = {"agiformer": set(), "constant-alpha": set(), "attention-only": {"mixer"}, "memory-only": {"mixer"},
-                "no-reasoning": {"reasoning_steps"}, "mlp-head": {"head"},
+                "no-reasoning": {"reasoning_steps"}, "mlp-head": {"head", "head_ngrams"},
                 "v1-block": {"fusion", "memory_decay", "encoder_overlap"}}
+    assert recipe.minutes == 12 and recipe.steps == 0  # the trainer fixes the steps that fit
+    assert recipe.eval_every == recipe.checkpoint_every == quality.AT_THE_END_ONLY
     if system in quality.GPT_SWEEP:
         d_model, n_layers, context, lr = quality.GPT_SWEEP[system]
         assert isinstance(config, ByteGPTConfig)
         assert (config.d_model, config.n_layers, recipe.seq_len, recipe.lr) == (d_model, n_layers, context, lr)
         assert f"d {d_model}, {n_layers} layers, context {context}" in quality.SYSTEMS[system]
-    else:
-        assert changed == expected[system] and (recipe.seq_len, recipe.lr) == (base.seq_len, base.lr)
+        assert [stage.corpora for stage in recipe.stages] == [{"en-wiki": 1.0}]  # the scored corpus alone
+        return
+    assert changed == expected[system] and (recipe.seq_len, recipe.lr) == (base.seq_len, base.lr)
     plasticities = [s.plasticity for s in recipe.stages]
     assert plasticities == ([0.99] * len(plasticities) if system == "constant-alpha"
                             else [s.plasticity for s in base.stages])
-    assert recipe.minutes == 12 and recipe.steps == 0  # the trainer fixes the steps that fit
-    assert recipe.eval_every == recipe.checkpoint_every == quality.AT_THE_END_ONLY
 
 
 def test_the_tuned_gpt_is_chosen_by_validation_not_test():

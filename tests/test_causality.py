@@ -75,22 +75,25 @@ def test_reasoning_with_halting_is_per_position():
         assert output_change(lambda b: z(b)[:, t + 1:], x, changed, 11) <= ROUNDING
 
 
-@pytest.mark.parametrize("head_cls", [GRUByteHead, MLPByteHead])
-def test_byte_heads_are_causal_within_a_patch(head_cls):
-    head = head_cls(dim=D, patch_size=P, hidden=16).double()
+@pytest.mark.parametrize("head", ["gru", "gru-ngrams", "mlp"])
+def test_byte_heads_are_causal_within_a_patch(head):
+    head = {"gru": lambda: GRUByteHead(dim=D, patch_size=P, hidden=16),
+            "gru-ngrams": lambda: GRUByteHead(dim=D, patch_size=P, hidden=16, ngram_order=3),
+            "mlp": lambda: MLPByteHead(dim=D, patch_size=P, hidden=16)}[head]().double()
     h = torch.randn(2, 3, D, dtype=torch.float64)
-    previous = torch.randint(0, 256, (2, 3, P))
-    logits = lambda prev: head(h, prev).transpose(1, 2)  # positions within the patch first
+    history = torch.randint(0, 256, (2, 3, P, head.history_bytes))
+    logits = lambda hist: head(h, hist).transpose(1, 2)  # positions within the patch first
     for j in range(P):
-        changed = previous.clone()
+        changed = history.clone()
         changed[:, :, j] = (changed[:, :, j] + 1) % 256
-        assert output_change(logits, previous, changed, j) <= ROUNDING  # byte j−1 feeds logits j onwards only
+        assert output_change(logits, history, changed, j) <= ROUNDING  # the bytes before byte j feed logits j onwards only
 
 
 VARIANTS = {
     "tiny": {},
     "tiny-v1-like": dict(encoder_overlap=0, fusion="sum", memory_decay="head", head="gru"),
     "tiny-mlp-head": dict(head="mlp", head_hidden=32),
+    "tiny-ngram-head": dict(head_ngrams=4),
     "tiny-p3-window2": dict(patch_size=3, window=2, encoder_overlap=1),
     "tiny-memory-only": dict(mixer="memory"),
     "tiny-attention-only-no-reasoning": dict(mixer="attention", reasoning_steps=0),

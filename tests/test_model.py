@@ -16,6 +16,8 @@ VARIANTS = {
     "gru-overlap2": dict(),
     "gru-overlap0-sum-headdecay": dict(encoder_overlap=0, fusion="sum", memory_decay="head"),
     "mlp-overlap2": dict(head="mlp", head_hidden=32),
+    "gru-ngrams4": dict(head_ngrams=4),
+    "gru-ngrams3-p3": dict(head_ngrams=3, patch_size=3, encoder_overlap=1, window=2),
     "mlp-p3": dict(head="mlp", head_hidden=32, patch_size=3, encoder_overlap=1, window=2),
     "no-effort-sharpening": dict(effort_sharpens_memory=False),
     "ablation-attention-only": dict(mixer="attention"),

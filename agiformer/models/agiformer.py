@@ -52,8 +52,8 @@ class AGIFormer(nn.Module):
                                            halt_bias_init=c.halt_bias_init, norm_eps=c.norm_eps) \
             if c.reasoning_steps > 0 else None
         self.final_norm = nn.RMSNorm(c.d_model, eps=c.norm_eps)
-        head = GRUByteHead if c.head == "gru" else MLPByteHead
-        self.head = head(dim=c.d_model, patch_size=c.patch_size, hidden=c.head_hidden)
+        self.head = GRUByteHead(dim=c.d_model, patch_size=c.patch_size, hidden=c.head_hidden, ngram_order=c.head_ngrams) \
+            if c.head == "gru" else MLPByteHead(dim=c.d_model, patch_size=c.patch_size, hidden=c.head_hidden)
 
     def _build_memory(self) -> nn.Module:
         c = self.config
@@ -99,8 +99,9 @@ class AGIFormer(nn.Module):
         P = self.config.patch_size
         N = math.ceil(L / P)  # the last patch is predicted, never encoded
         h, _, reasoning = self.backbone(self.context_latents(x[:, :(N - 1) * P]), plasticity=plasticity, effort=effort)
-        previous = F.pad(x[:, :-1], (1, N * P - L), value=NO_BYTE).view(B, N, P)
-        logits = self.head(h, previous).reshape(B, N * P, 256)[:, :L]
+        K = self.head.history_bytes
+        history = F.pad(x, (K, N * P - L), value=NO_BYTE).unfold(1, K, 1)[:, :N * P]  # bytes t−K … t−1 for each t
+        logits = self.head(h, history.reshape(B, N, P, K)).reshape(B, N * P, 256)[:, :L]
         return ModelOutput(logits, reasoning)
 
     def forward(self, x: torch.Tensor, *, plasticity: float | None = None, effort: float | None = None) -> torch.Tensor:

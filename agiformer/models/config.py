@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,10 @@ class ConfigMixin:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise AGIFormerError(f"unknown config key(s) {', '.join(map(repr, unknown))}; known keys: {', '.join(sorted(known))}")
+            guesses = [f"{key!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(key, known, n=1))
+                       else repr(key) for key in unknown]
+            raise AGIFormerError(f"unknown config key(s) {', '.join(guesses)} for a {cls.model_type} model; "
+                                 f"the keys are the fields of {cls.__module__}.{cls.__name__}")
         try:
             return cls(**values)
         except TypeError as error:
@@ -73,6 +77,7 @@ class AGIFormerConfig(ConfigMixin):
     mlp_ratio: float = 4.0              # SwiGLU hidden size / d_model, in blocks and reasoning
     head: str = "gru"                   # byte head: "gru" (intra-patch autoregressive, v1) or "mlp" (parallel, v2)
     head_hidden: int = 256
+    head_ngrams: int = 0                # GRU head: hashed n-grams of orders 2 … head_ngrams of the bytes before each byte; 0 = none
     reasoning_steps: int = 3            # most refinement steps per position (effort 1); 0 = no reasoning block
     act_threshold: float = 0.99         # cumulative halting probability that stops a position at effort 1
     effort_threshold_shift: float = 0.5  # threshold lowered by (1 − effort)·shift
@@ -97,6 +102,8 @@ class AGIFormerConfig(ConfigMixin):
         for name in ("n_layers", "n_heads", "patch_size", "window", "memory_chunk_size", "head_hidden"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.head_ngrams < 0 or self.head_ngrams == 1 or (self.head_ngrams and self.head != "gru"):
+            problems.append(f"head_ngrams must be 0 or ≥ 2, with the GRU head, got {self.head_ngrams} ({self.head} head)")
         if self.reasoning_steps < 0:
             problems.append(f"reasoning_steps must be ≥ 0, got {self.reasoning_steps}")
         if not 0 <= self.encoder_overlap <= self.patch_size:

@@ -1,7 +1,8 @@
 """Incremental decoding with constant memory per byte.
 
 A `ByteStream` carries exactly what the next byte needs: each block's memory state and rolling
-KV cache, the bytes of the patch being decoded, the encoder's left context, and the head's state.
+KV cache, the bytes of the patch being decoded, the encoder's left context, the last bytes the head reads,
+and the head's state.
 Completing a patch costs one encoder call and one backbone step; the prefix is never re-run.
 """
 
@@ -44,7 +45,7 @@ class ByteStream:
             latents = model.context_latents(self._tensor(prompt[:whole]))
             h, self.states, _ = model.backbone(latents, plasticity=self.plasticity, effort=self.effort)
         self.left_context = list(prompt[:whole][-model.config.encoder_overlap:]) if model.config.encoder_overlap else []
-        self.previous = prompt[whole - 1] if whole else NO_BYTE
+        self.history = ([NO_BYTE] * model.head.history_bytes + list(prompt[:whole]))[-model.head.history_bytes:]
         self._begin_patch(h[:, -1])
         for byte in prompt[whole:]:
             self.push(byte)
@@ -62,7 +63,7 @@ class ByteStream:
         """Logits (256,) of the next byte."""
         if self._next is None:
             with inference(self.model):
-                self._next = self.model.head.step(self.head_state, self._tensor([self.previous])[0], len(self.pending))
+                self._next = self.model.head.step(self.head_state, self._tensor(self.history), len(self.pending))
         return self._next[0][0]
 
     def push(self, byte: int) -> None:
@@ -73,7 +74,7 @@ class ByteStream:
         self.head_state = self._next[1]
         self._next = None
         self.pending.append(byte)
-        self.previous = byte
+        self.history = self.history[1:] + [byte]
         model, overlap = self.model, self.model.config.encoder_overlap
         if len(self.pending) == model.config.patch_size:
             left = [NO_BYTE] * (overlap - len(self.left_context)) + self.left_context

@@ -1,5 +1,6 @@
 """The math: framework-level functions, each fast form beside its plain reference and its one-step form."""
 
+from agiformer.ops.byte_ngrams import ngram_ids
 from agiformer.ops.hebbian import chunked_hebbian, hebbian_step, initial_hebbian_state, naive_hebbian
 from agiformer.ops.window_attention import (
     RollingKV,
@@ -14,5 +15,5 @@ from agiformer.ops.window_attention import (
 __all__ = [
     "chunked_hebbian", "naive_hebbian", "hebbian_step", "initial_hebbian_state",
     "blockwise_window_attention", "naive_window_attention", "window_attention_step",
-    "RollingKV", "rolling_kv_from_sequence", "rotary_angles", "apply_rotary",
+    "RollingKV", "rolling_kv_from_sequence", "rotary_angles", "apply_rotary", "ngram_ids",
 ]

@@ -1,0 +1,30 @@
+"""Hashed n-gram embeddings of the bytes just before a position: local statistics by table lookup."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from agiformer.ops import ngram_ids
+
+
+class ByteNgramEmbedding(nn.Module):
+    """Σ over n = 2 … max_order of E_n[hash(the last n bytes of history)], one table of `buckets` rows per order.
+
+    A lookup costs no matmul, so it gives a byte-level layer trigram-style context for almost no
+    compute; the tables hold most of the parameters it adds (orders − 1) × buckets × dim.
+    """
+
+    def __init__(self, *, dim: int, max_order: int, buckets: int = 16384):
+        super().__init__()
+        if max_order < 2:
+            raise ValueError(f"max_order must be ≥ 2 (order 1 is the byte embedding itself), got {max_order}")
+        self.max_order, self.buckets = max_order, buckets
+        self.table = nn.Embedding((max_order - 1) * buckets, dim)
+        nn.init.normal_(self.table.weight, std=(max_order - 1) ** -0.5)  # the sum starts at unit variance, like a byte embedding
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        """history (..., K ≥ max_order) of bytes (256 = none), most recent last → (..., dim)."""
+        ids = torch.stack([ngram_ids(history, order, self.buckets) + (order - 2) * self.buckets
+                           for order in range(2, self.max_order + 1)], dim=-1)
+        return self.table(ids).sum(-2)

@@ -1,0 +1,22 @@
+"""Hashed byte n-grams (BLT, Pagnoni et al. 2024, §3.2.1): an id per n-gram, from its bytes alone."""
+
+from __future__ import annotations
+
+import torch
+
+MULTIPLIER = 2654435761    # Knuth's multiplicative hash constant (odd, ≈ 2^32 / φ)
+MODULUS = 2 ** 31 - 1      # a prime: the polynomial is reduced by it before mixing, so nothing overflows int64
+
+
+def ngram_ids(history: torch.Tensor, order: int, buckets: int) -> torch.Tensor:
+    """Bucket in [0, buckets) of the n-gram formed by the last `order` entries of `history` (..., K).
+
+    Entries are byte values 0…255 or 256 (no byte, before the start). The id depends on those
+    `order` entries only, so an n-gram of bytes before position t never carries a later byte.
+    """
+    if not 1 <= order <= history.shape[-1]:
+        raise ValueError(f"n-gram order {order} needs 1 ≤ order ≤ {history.shape[-1]} bytes of history")
+    polynomial = torch.zeros(history.shape[:-1], dtype=torch.long, device=history.device)
+    for byte in history[..., -order:].long().unbind(-1):
+        polynomial = (polynomial * 257 + byte) % MODULUS
+    return (polynomial * MULTIPLIER) % MODULUS % buckets
