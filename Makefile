@@ -21,7 +21,7 @@ test: install
 clean:
 	rm -rf $(VENV) build *.egg-info
 
-# `make demo`: build the English corpora, train runs/demo-en.toml (a 21-minute budget: about 20 minutes in all),
+# `make demo`: build the English corpora, train runs/demo-en.toml (a 19-minute budget: about 20 minutes in all),
 # then score it on the held-out test split next to the compressors and stream a sample.
 DEMO_OUT := out/demo-en
 AGI := $(VENV)/bin/agiformer
