@@ -11,8 +11,8 @@ from agiformer.ops import ngram_ids
 class ByteNgramEmbedding(nn.Module):
     """Σ over n = 2 … max_order of E_n[hash(the last n bytes of history)], one table of `buckets` rows per order.
 
-    A lookup costs no matmul, so it gives a byte-level layer trigram-style context for almost no
-    compute; the tables hold most of the parameters it adds (orders − 1) × buckets × dim.
+    A lookup costs no matmul: a byte-level layer gets the last few bytes at the price of a gather and
+    the optimizer's update of the tables, which hold (orders − 1) × buckets × dim parameters.
     """
 
     def __init__(self, *, dim: int, max_order: int, buckets: int = 16384):
