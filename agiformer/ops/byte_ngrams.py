@@ -1,4 +1,4 @@
-"""Hashed byte n-grams (BLT, Pagnoni et al. 2024, §3.2.1): an id per n-gram, from its bytes alone."""
+"""Hashed byte n-grams (as in BLT's hash n-gram embeddings, Pagnoni et al. 2024): an id per n-gram, from its bytes alone."""
 
 from __future__ import annotations
 
