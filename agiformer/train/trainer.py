@@ -49,9 +49,11 @@ def optimizer_for(model: nn.Module, recipe: Recipe, *, lr_scales: dict[str, floa
         scale = next((s for suffix, s in (lr_scales or {}).items() if name.endswith(suffix)), 1.0)
         groups.setdefault((p.dim() >= 2, scale), []).append(p)
     order = sorted(groups, key=lambda key: (key[1] != 1.0, not key[0], key[1]))  # unscaled first, as before
+    # fused: one kernel per parameter instead of torch's default loop of elementwise ops on CPU, which took
+    # 205 ms of a ~1.2 s step on the 19.7 M parameters of runs/en-wiki-baseline.toml (fused: 19 ms)
     return torch.optim.AdamW([{"params": groups[key], "weight_decay": recipe.weight_decay if key[0] else 0.0,
                                **({"lr_scale": key[1]} if key[1] != 1.0 else {})} for key in order],
-                             lr=recipe.lr, betas=(0.9, 0.95))
+                             lr=recipe.lr, betas=(0.9, 0.95), fused=True)
 
 
 def scheduled_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
