@@ -11,6 +11,7 @@ import codecs
 import json
 import math
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -162,7 +163,13 @@ def _baseline_line(row: dict) -> str:
     return f"{row['name']:22s} {row['bpb']:10.3f} {conditional:>12s}"
 
 
-def cmd_train(args) -> None:
+def interrupted_exit_code(summary: dict) -> int:
+    """A run stopped by a signal (after saving) exits as the signal would have: 130 for SIGINT, 143 for
+    SIGTERM, so `train && eval` does not go on as if the run had finished."""
+    return 128 + signal.Signals[summary["stopped_by"]].value if summary["stopped_by"] else 130
+
+
+def cmd_train(args) -> int | None:
     from agiformer.train import Trainer, load_recipe
 
     recipe = load_recipe(args.recipe, steps=args.steps, minutes=args.minutes)
@@ -178,6 +185,8 @@ def cmd_train(args) -> None:
               " → ".join(f"{s.name} (α={s.plasticity})" for s in recipe.stages) + f", on {trainer.device}; "
               + trainer.precision.describe() + (", kept from the run" if args.resume else ""), file=sys.stderr)
     summary = trainer.train()
+    if summary["stopped_early"]:
+        return interrupted_exit_code(summary)
     if trainer.dist.is_main:
         val = summary["last_val"]
         print(f"done: {summary['steps']} steps in {summary['elapsed_s']:.0f} s; "
@@ -307,7 +316,7 @@ def cmd_mag(args) -> None:
         cmd_mag_eval(args)
 
 
-def cmd_mag_train(args) -> None:
+def cmd_mag_train(args) -> int | None:
     from agiformer.mag.recipe import load_mag_recipe
     from agiformer.mag.train import MAGTrainer, stage_parameters
 
@@ -321,6 +330,8 @@ def cmd_mag_train(args) -> None:
           f"{'/'.join(map(str, recipe.data.context_tokens))} tokens; stages (parameters trained) {stages}; "
           f"on {trainer.device}", file=sys.stderr)
     summary = trainer.train()
+    if summary["stopped_early"]:
+        return interrupted_exit_code(summary)
     val = summary["last_val"]
     print(f"done: {summary['steps']} steps in {summary['elapsed_s']:.0f} s, {summary['train_tokens_per_s']:.0f} "
           f"training tokens/s (the base's plain forward: {summary['base_forward_tokens_per_s']:.0f} tokens/s); "
@@ -547,7 +558,7 @@ COMMANDS = {"data": cmd_data, "train": cmd_train, "eval": cmd_eval, "generate": 
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        COMMANDS[args.command](args)
+        return COMMANDS[args.command](args) or 0
     except AGIFormerError as error:
         print(f"agiformer: error: {error}", file=sys.stderr)
         return 2
@@ -556,7 +567,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-    return 0
 
 
 if __name__ == "__main__":

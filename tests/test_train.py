@@ -1,19 +1,26 @@
 """The trainer: recipes, curriculum, checkpoints, exact resume, divergence handling, DDP."""
 
+import dataclasses
 import json
 import math
 import os
+import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from agiformer import AGIFormer, AGIFormerError
+from agiformer import AGIFormer, AGIFormerConfig, AGIFormerError
+from agiformer.models import ByteGPTConfig
 from agiformer.train import Recipe, Trainer, load_recipe
+from agiformer.train.recipe import Stage
 from agiformer.train.plots import read_metrics
+from agiformer.train.trainer import optimizer_for
+from agiformer.validation import type_problems
 
 
 def toy_recipe(**overrides) -> Recipe:
@@ -22,6 +29,8 @@ def toy_recipe(**overrides) -> Recipe:
                   stages=[dict(name="first", corpora={"toy": 1.0}, plasticity=0.5, share=0.5),
                           dict(name="second", corpora={"toy": 1.0}, plasticity=0.99, share=0.5)])
     values.update(overrides)
+    if "warmup_steps" not in overrides and isinstance(values["steps"], int) and values["steps"] >= 1:
+        values["warmup_steps"] = min(2, values["steps"])
     return Recipe.from_dict(values)
 
 
@@ -95,11 +104,64 @@ def test_a_second_run_into_the_same_directory_is_refused(toy_data, tmp_path):
     (dict(precision="fp16"), "precision"),
     (dict(model=dict(preset="tiny", d_modle=3)), "unknown config key"),
     (dict(stages=[dict(name="a", corpora={"toy": 1.0}, plasticty=0.5)]), "unknown key"),
+    (dict(steps="six"), "steps must be an integer"),
+    (dict(steps=6.5), "steps must be an integer"),
+    (dict(lr=float("nan")), "lr must be finite"),
+    (dict(grad_clip=-1.0), "grad_clip must be > 0"),
+    (dict(warmup_steps=10), "warmup_steps 10 is longer than the run's 6 steps"),
+    (dict(model="tiny"), "model must be a table"),
+    (dict(stages="x"), "stages must be"),
+    (dict(stages=[dict(name="a", corpora="x")]), "corpora must be a table"),
+    (dict(stages=[dict(name="a", corpora={"toy": 1.0}, plasticity="high")]), "plasticity must be a number"),
+    (dict(stages=[dict(name="a", corpora={"toy": 1.0}, share=float("nan"))]), "share must be finite"),
+    (dict(model=dict(preset="tiny", d_model="wide")), "d_model must be an integer"),
+    (dict(model=dict(preset="tiny", dropout=1.5)), "dropout must be in"),
 ])
 def test_bad_recipes_are_refused_with_one_line(change, message):
     with pytest.raises(AGIFormerError, match=message) as error:
         toy_recipe(**change)
     assert "\n" not in str(error.value)
+
+
+def test_two_problems_are_reported_together():
+    with pytest.raises(AGIFormerError, match="batch_size must be an integer.*lr must be a number"):
+        toy_recipe(batch_size=2.5, lr="fast")
+
+
+FUZZ_VALUES = ["six", "", 6.5, -2.5, float("nan"), float("-inf"), 0, -1, 2 ** 70, True, [1], {"a": 1}, None]
+
+
+def fuzzed(seed: int, count: int) -> list:
+    """The fixed bad values above and `count` generated ones: random strings, floats of any scale, big integers."""
+    rng = random.Random(seed)
+    made = [rng.choice([lambda: "".join(rng.choices("ab1.-e ", k=rng.randint(1, 6))),
+                        lambda: rng.uniform(-1, 1) * 10.0 ** rng.randint(-40, 40),
+                        lambda: rng.randint(-2 ** 66, 2 ** 66)])() for _ in range(count)]
+    return FUZZ_VALUES + made
+
+
+@pytest.mark.parametrize("field", [f.name for f in dataclasses.fields(Recipe)] + [
+    f"stage.{f.name}" for f in dataclasses.fields(Stage)] + [f"model.{f.name}" for f in dataclasses.fields(AGIFormerConfig)]
+    + ["model.preset", "model.type"] + [f"gpt.{f.name}" for f in dataclasses.fields(ByteGPTConfig)])
+def test_fuzzed_recipe_values_give_a_one_line_error_or_a_recipe_of_the_right_types(field):
+    """Whatever value a recipe key gets, loading it either gives a recipe whose values all have their
+    declared types, or refuses it in one line naming the key: never another exception."""
+    for value in fuzzed(seed=len(field), count=12):
+        if field.startswith("stage."):
+            change = dict(stages=[{**dict(name="s", corpora={"toy": 1.0}), field[6:]: value}])
+        elif field.startswith("model."):
+            change = dict(model={"preset": "tiny", field[6:]: value})
+        elif field.startswith("gpt."):
+            change = dict(model={"type": "byte-gpt", "d_model": 32, "n_layers": 1, "n_heads": 2, field[4:]: value})
+        else:
+            change = {field: value}
+        try:
+            recipe = toy_recipe(**change)
+        except AGIFormerError as error:
+            assert "\n" not in str(error) and field.split(".")[-1] in str(error), (field, value, str(error))
+        else:
+            assert not type_problems(recipe) and not type_problems(recipe.stages[0]), (field, value)
+            assert not type_problems(recipe.model_config()), (field, value)
 
 
 def test_stage_boundaries_and_schedule():
@@ -112,6 +174,31 @@ def test_stage_boundaries_and_schedule():
     lrs = [recipe.lr_at(s) for s in range(100)]
     assert lrs[9] == pytest.approx(recipe.lr) and lrs[-1] == pytest.approx(recipe.lr * recipe.min_lr_ratio, rel=0.01)
     assert all(a <= b for a, b in zip(lrs[:10], lrs[1:10])) and all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+@pytest.mark.parametrize("lr_control", [False, True])
+def test_fused_adamw_matches_the_reference_loop(lr_control):
+    """The trainer's fused AdamW against torch's plain for-loop AdamW with the same groups, in float64."""
+    torch.manual_seed(0)
+    model = AGIFormer(AGIFormerConfig.preset("tiny")).double()
+    reference = [p.detach().clone().requires_grad_() for p in model.parameters()]
+    fused = optimizer_for(model, toy_recipe(weight_decay=0.1))
+    loop = torch.optim.AdamW([{**{k: v for k, v in g.items() if k not in ("params", "fused", "foreach")},
+                               "params": [reference[i] for i, p in enumerate(model.parameters())
+                                          if any(p is q for q in g["params"])]} for g in fused.param_groups],
+                             foreach=False)
+    if lr_control:  # a real difference (lr 1 % off) must be far above the tolerance
+        for group in loop.param_groups:
+            group["lr"] *= 1.01
+    for _ in range(4):
+        for p, q in zip(model.parameters(), reference):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        fused.step()
+        loop.step()
+    error = max(((p - q).abs().max() / q.abs().max()).item() for p, q in zip(model.parameters(), reference))
+    assert fused.param_groups[0]["fused"] and loop.param_groups[0]["foreach"] is False
+    assert (error > 1e-6) if lr_control else (error < 1e-12)
 
 
 def test_shipped_recipes_load():
@@ -217,3 +304,33 @@ def test_steps_within_counts_the_validations_and_saves_to_come(eval_every, secon
     total = recipe.steps_within(seconds, done=0, step_s=1.0, validation_s=10.0, save_s=0.0)
     assert total == expected
     assert recipe.steps_within(seconds, done=0, step_s=1.0, validation_s=10.0, save_s=0.1) <= expected
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signalled_run_saves_and_exits_with_the_signals_code(toy_data, tmp_path, sig, code):
+    """A scheduler's SIGTERM (or Ctrl-C) stops `agiformer train` after a save with 128 + the signal's
+    number, never 0 and "done"; --resume then finishes the run and exits 0."""
+    recipe_file = tmp_path / "toy.toml"
+    recipe_file.write_text('name = "toy"\nsteps = 60\nbatch_size = 4\nseq_len = 64\nlr = 3e-3\nwarmup_steps = 2\n'
+                           'precision = "fp32"\n[model]\npreset = "tiny"\n'
+                           '[[stages]]\nname = "only"\ncorpora = { toy = 1.0 }\n')
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "agiformer", "train", str(recipe_file), "--data-dir", str(toy_data),
+               "--device", "cpu", "--quiet", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not ((out / "metrics.jsonl").is_file()
+                                               and (out / "metrics.jsonl").read_text().count('"train"') >= 3):
+        time.sleep(0.05)
+    run.send_signal(sig)
+    stdout, stderr = run.communicate(timeout=120)
+    summary = json.loads((out / "summary.json").read_text())
+    assert run.returncode == code, stderr[-2000:]
+    assert f"stopped by {sig.name}" in stderr and "done:" not in stdout
+    assert summary["stopped_by"] == sig.name and 3 <= summary["steps"] < 60
+    saved = json.loads((out / "last" / "trainer.json").read_text())
+    assert saved["step"] == summary["steps"]
+    finish = subprocess.run([*command, "--resume"], env=env,
+                            capture_output=True, text=True)
+    assert finish.returncode == 0 and "done: 60 steps" in finish.stdout, finish.stderr[-2000:]

@@ -36,9 +36,12 @@ class ByteGPTConfig(ConfigMixin):
     norm_eps: float = 1e-6
 
     def __post_init__(self):
+        self.check_types()
+        self.check(min(self.d_model, self.n_layers, self.n_heads) >= 1 and self.mlp_ratio > 0 and self.rope_base > 0
+                   and self.norm_eps > 0, "d_model, n_layers and n_heads must be ≥ 1, mlp_ratio, rope_base and "
+                   f"norm_eps > 0, got {self}")
         self.check(self.d_model % self.n_heads == 0 and (self.d_model // self.n_heads) % 2 == 0,
-                   f"d_model {self.d_model} must split into {self.n_heads} heads of even size")
-        self.check(self.n_layers >= 1, "n_layers must be ≥ 1")
+                   f"d_model {self.d_model} must split into n_heads {self.n_heads} heads of even size")
 
 
 class CausalSelfAttention(nn.Module):

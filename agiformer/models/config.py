@@ -11,6 +11,7 @@ from typing import ClassVar
 
 from agiformer.errors import AGIFormerError
 from agiformer.serialization import atomic_write_text, read_json
+from agiformer.validation import type_problems
 
 
 class ConfigMixin:
@@ -22,6 +23,12 @@ class ConfigMixin:
     def check(self, condition: bool, problem: str) -> None:
         if not condition:
             raise AGIFormerError(f"invalid {self.model_type} config: {problem}")
+
+    def check_types(self) -> None:
+        """Refuse values of the wrong type (a count given 6.5, a number NaN) before any range check."""
+        problems = type_problems(self)
+        if problems:
+            raise AGIFormerError(f"invalid {self.model_type} config: " + "; ".join(problems))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -91,17 +98,26 @@ class AGIFormerConfig(ConfigMixin):
     norm_eps: float = 1e-6
 
     def __post_init__(self):
+        self.check_types()
         self.train_effort_range = tuple(self.train_effort_range)
         problems = []
-        if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
-            problems.append(f"d_model {self.d_model} must split into {self.n_heads} heads of even size")
+        if self.n_heads >= 1 and (self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2):
+            problems.append(f"d_model {self.d_model} must split into n_heads {self.n_heads} heads of even size")
         for name, allowed in (("mixer", ("hybrid", "attention", "memory")), ("fusion", ("sum", "gated")), ("memory", ("hebbian",)),
                               ("memory_decay", ("head", "input")), ("head", ("gru", "mlp"))):
             if getattr(self, name) not in allowed:
                 problems.append(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("n_layers", "n_heads", "patch_size", "window", "memory_chunk_size", "head_hidden"):
+        for name in ("d_model", "n_layers", "n_heads", "patch_size", "window", "memory_chunk_size", "head_hidden"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        for name in ("mlp_ratio", "rope_base", "norm_eps"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0 <= self.dropout < 1 or self.ponder_weight < 0:
+            problems.append(f"dropout must be in [0, 1) and ponder_weight ≥ 0, got {self.dropout}, {self.ponder_weight}")
+        if not 0 < self.act_threshold <= 1 or not 0 <= self.effort_threshold_shift < self.act_threshold:
+            problems.append(f"act_threshold must be in (0, 1] and effort_threshold_shift in [0, act_threshold), "
+                            f"got {self.act_threshold}, {self.effort_threshold_shift}")
         if self.head_ngrams < 0 or self.head_ngrams == 1 or (self.head_ngrams and self.head != "gru"):
             problems.append(f"head_ngrams must be 0 or ≥ 2, with the GRU head, got {self.head_ngrams} ({self.head} head)")
         if self.reasoning_steps < 0:

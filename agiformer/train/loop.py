@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from agiformer.errors import AGIFormerError
+from agiformer.serialization import atomic_write_text
 from agiformer.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from agiformer.train.plots import plot_curves, read_metrics
 from agiformer.train.recipe import MIN_CALIBRATION_STEPS
@@ -81,7 +82,7 @@ class TrainingLoop:
     def open_run(self, *, resume: bool, recipe: dict) -> None:
         """Continue the run in out_dir, or start one there (refusing to overwrite another)."""
         self.metrics_path = self.out_dir / "metrics.jsonl"
-        self.stop_requested = False
+        self.stop_requested, self.stop_signal = False, None
         if resume:
             found = find_checkpoint(self.out_dir / "last")
             if found is None:
@@ -124,7 +125,7 @@ class TrainingLoop:
     def _request_stop(self, signum, frame) -> None:
         if self.stop_requested:  # a second signal: stop at once
             raise KeyboardInterrupt
-        self.stop_requested = True
+        self.stop_requested, self.stop_signal = True, signal.Signals(signum)
 
     def train(self, *, max_steps: int | None = None) -> dict:
         """Run to the recipe's last step (or stop after `max_steps` more, for tests); returns a summary.
@@ -180,8 +181,9 @@ class TrainingLoop:
                 bar.set_postfix_str(self.progress_text(row, last_val))
                 if stop:
                     bar.close()
-                    print(f"stopped by signal at step {step}; checkpoint saved in {self.out_dir / 'last'} "
-                          f"(continue with --resume)", file=sys.stderr)
+                    print(f"stopped by {self.stop_signal.name if self.stop_signal else 'a signal'} at step {step} of "
+                          f"{recipe.steps}; checkpoint saved in {self.out_dir / 'last'} (continue with --resume)",
+                          file=sys.stderr)
                     break
         finally:
             bar.close()
@@ -190,11 +192,12 @@ class TrainingLoop:
         best_key = "best_" + self.best_metric
         summary = {"recipe": recipe.name, "steps": self.state["step"], **self.summary_fields(),
                    "elapsed_s": round(self.state["elapsed_s"], 1), best_key: self.state.get(best_key),
-                   "last_val": last_val, "checkpoint": str(self.out_dir / "last"), "stopped_early": self.stop_requested}
+                   "last_val": last_val, "checkpoint": str(self.out_dir / "last"), "stopped_early": self.stop_requested,
+                   "stopped_by": self.stop_signal.name if self.stop_signal else None}
         if "budget" in self.state:
             summary["budget"] = self.state["budget"]
         if self.dist.is_main:
-            (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+            atomic_write_text(self.out_dir / "summary.json", json.dumps(summary, indent=1))
         return summary
 
     def elapsed(self) -> float:

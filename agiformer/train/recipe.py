@@ -29,6 +29,7 @@ from pathlib import Path
 from agiformer.errors import AGIFormerError
 from agiformer.models import AGIFormerConfig, ByteGPTConfig
 from agiformer.precision import PRECISIONS
+from agiformer.validation import type_problems
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -130,8 +131,11 @@ class Recipe(Schedule):
     notes: str = ""
 
     def __post_init__(self):
-        self.stages = [s if isinstance(s, Stage) else from_table(Stage, s, "stage") for s in self.stages]
-        if not self.eval_corpus and self.stages:
+        if not isinstance(self.stages, list):
+            raise AGIFormerError(f"recipe '{self.name}': stages must be [[stages]] tables, got {self.stages!r}")
+        self.stages = [s if isinstance(s, Stage) else from_table(Stage, s, f"recipe '{self.name}': stages entry {i + 1}")
+                       for i, s in enumerate(self.stages)]
+        if not self.eval_corpus and self.stages and isinstance(self.stages[-1].corpora, dict) and self.stages[-1].corpora:
             self.eval_corpus = next(iter(self.stages[-1].corpora))
         self.validate()
 
@@ -145,47 +149,69 @@ class Recipe(Schedule):
         if model_type != "agiformer":
             raise AGIFormerError(f"recipe '{self.name}': unknown model type {model_type!r}; use 'agiformer' or 'byte-gpt'")
         preset = overrides.pop("preset", "v2")
+        if not isinstance(preset, str):
+            raise AGIFormerError(f"recipe '{self.name}': [model] preset must be a preset's name, got {preset!r}")
+        if "plasticity" in overrides:
+            raise AGIFormerError(f"recipe '{self.name}': [model] plasticity is not a recipe key: each stage gives its "
+                                 f"plasticity, and the model keeps the last stage's")
         return AGIFormerConfig.preset(preset, plasticity=self.stages[-1].plasticity, **overrides)
 
     def validate(self) -> None:
+        """Every problem of the recipe in one error: types first (a later check would trip on them), then ranges."""
         where = f"recipe '{self.name}'"
-        if not self.stages:
-            raise AGIFormerError(f"{where}: needs at least one [[stages]] entry")
-        for stage in self.stages:
-            if not stage.corpora or any(w < 0 for w in stage.corpora.values()) or sum(stage.corpora.values()) <= 0:
-                raise AGIFormerError(f"{where}: stage '{stage.name}' needs corpora with non-negative weights summing > 0")
-            if not 0 < stage.plasticity <= 1:
-                raise AGIFormerError(f"{where}: stage '{stage.name}' plasticity must be in (0, 1], got {stage.plasticity}")
-            if stage.share <= 0:
-                raise AGIFormerError(f"{where}: stage '{stage.name}' share must be > 0")
-        for name in ("batch_size", "seq_len", "grad_accum"):
-            if getattr(self, name) < 1:
-                raise AGIFormerError(f"{where}: {name} must be ≥ 1, got {getattr(self, name)}")
-        for name in ("steps", "eval_every", "checkpoint_every"):
-            if getattr(self, name) < 0:
-                raise AGIFormerError(f"{where}: {name} must be ≥ 0, got {getattr(self, name)}")
-        if self.minutes < 0 or not self.minutes and self.steps < 1:
-            raise AGIFormerError(f"{where}: give steps ≥ 1 or a time budget minutes > 0 (got steps {self.steps}, "
-                                 f"minutes {self.minutes})")
-        if self.minutes and self.warmup_steps < MIN_CALIBRATION_STEPS:
-            raise AGIFormerError(f"{where}: a recipe with minutes times its warmup steps to fix the step count; "
-                                 f"use warmup_steps ≥ {MIN_CALIBRATION_STEPS}, got {self.warmup_steps}")
-        if self.precision not in PRECISIONS:
-            raise AGIFormerError(f"{where}: precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
-            raise AGIFormerError(f"{where}: lr must be > 0 and min_lr_ratio in [0, 1]")
+        problems = type_problems(self)
+        for i, stage in enumerate(self.stages):
+            problems += [f"stage {i + 1} ({stage.name!r}): {problem}" for problem in type_problems(stage)]
+        if not problems:
+            problems = self.range_problems()
+        if problems:
+            raise AGIFormerError(f"{where}: " + "; ".join(problems))
         config = self.model_config()
         span = 4 * config.window * config.patch_size if isinstance(config, AGIFormerConfig) else 0
         if self.seq_len < span:
             raise AGIFormerError(f"{where}: seq_len {self.seq_len} is shorter than 4 × the attention span "
-                                 f"({config.window} patches × {config.patch_size} bytes): the memory would have "
+                                 f"(window {config.window} patches × patch_size {config.patch_size} bytes): the memory would have "
                                  f"nothing to do; use seq_len ≥ {span} or a smaller window")
+
+    def range_problems(self) -> list[str]:
+        problems = [] if self.stages else ["needs at least one [[stages]] entry"]
+        for stage in self.stages:
+            if not stage.corpora or any(w < 0 for w in stage.corpora.values()) or sum(stage.corpora.values()) <= 0:
+                problems.append(f"stage '{stage.name}' needs corpora with non-negative weights summing > 0")
+            if not 0 < stage.plasticity <= 1:
+                problems.append(f"stage '{stage.name}' plasticity must be in (0, 1], got {stage.plasticity}")
+            if stage.share <= 0:
+                problems.append(f"stage '{stage.name}' share must be > 0, got {stage.share}")
+        for name in ("batch_size", "seq_len", "grad_accum"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        for name in ("steps", "eval_every", "checkpoint_every", "warmup_steps"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be ≥ 0, got {getattr(self, name)}")
+        if self.minutes < 0 or not self.minutes and self.steps < 1:
+            problems.append(f"give steps ≥ 1 or a time budget minutes > 0 (got steps {self.steps}, minutes {self.minutes})")
+        if self.minutes and self.warmup_steps < MIN_CALIBRATION_STEPS:
+            problems.append(f"a recipe with minutes times its warmup steps to fix the step count; "
+                            f"use warmup_steps ≥ {MIN_CALIBRATION_STEPS}, got {self.warmup_steps}")
+        if not self.minutes and self.steps and self.warmup_steps > self.steps:  # with minutes, steps is only a cap
+            problems.append(f"warmup_steps {self.warmup_steps} is longer than the run's {self.steps} steps")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
+            problems.append(f"lr must be > 0 and min_lr_ratio in [0, 1], got {self.lr}, {self.min_lr_ratio}")
+        if self.grad_clip <= 0:
+            problems.append(f"grad_clip must be > 0 (the largest gradient norm a step may take), got {self.grad_clip}")
+        if self.weight_decay < 0:
+            problems.append(f"weight_decay must be ≥ 0, got {self.weight_decay}")
+        if not 0 <= self.seed < 2 ** 63:
+            problems.append(f"seed must be in [0, 2^63), got {self.seed}")
+        return problems
 
 
 def from_table(cls, values: dict, where: str):
     """A recipe dataclass from a TOML table, refusing unknown and missing keys in one line."""
     if not isinstance(values, dict):
-        raise AGIFormerError(f"{where}: expected a table of values")
+        raise AGIFormerError(f"{where}: expected a table of values, got {values!r}")
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
