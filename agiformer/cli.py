@@ -17,31 +17,103 @@ from pathlib import Path
 
 from agiformer.errors import AGIFormerError
 from agiformer.precision import PRECISIONS, autocast, choose_precision
+from agiformer.serialization import atomic_write_text
 
 DATA_DIR = os.environ.get("AGIFORMER_DATA", "data")
+MAX_GENERATED_BYTES = 1_000_000  # about half an hour of streaming on a laptop CPU
+MAX_SAMPLES = 100_000
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         raise AGIFormerError(f"{message} (see `{self.prog} --help`)")
 
+    def parse_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        for arg in args:  # argparse drops a "--" value and hands the command an empty list instead
+            if arg.startswith("-") and arg.endswith("=--"):
+                self.error(f"argument {arg.split('=', 1)[0]}: expected a value, got '--'")
+        return super().parse_args(args, namespace)
+
 
 def _formatter(prog):
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
 
 
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
 def _probability(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
     return value
 
 
+def _top_p(text: str) -> float:
+    value = _number(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1]: the smallest set of bytes whose probabilities sum to "
+                                         f"at least this, got {text}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = _integer(text)
+    if not 0 <= value < 2 ** 64:  # what torch.Generator.manual_seed takes
+        raise argparse.ArgumentTypeError(f"must be in [0, 2^64), got {text}")
+    return value
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def _non_negative_int(text: str) -> int:
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {text}")
+    return value
+
+
+def _output_file(text: str) -> str:
+    """A file to write: refused now if it names a directory, rather than after the work; its folder is made."""
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory; name a file to write")
+    return text
+
+
+def write_output(path: str | Path, text: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text)
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be ≥ 1, got {text}")
     return value
+
+
+def _at_most(limit: int):
+    """A positive whole number up to `limit`: counts a user sizes (bytes to generate, samples to draw) are
+    bounded, so a typo cannot start a run of days."""
+    def parse(text: str) -> int:
+        value = _positive_int(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"must be at most {limit:,}, got {text}")
+        return value
+    return parse
 
 
 def _positive_int_list(text: str) -> list[int]:
@@ -65,14 +137,14 @@ def _probability_list(text: str) -> list[float]:
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
 
 
 def _non_negative_float(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be ≥ 0, got {text}")
     return value
@@ -88,7 +160,7 @@ def resolve_checkpoint(path: str) -> Path:
                              "or one of its checkpoints (out/NAME/best)")
     if (directory / "config.json").is_file() or not directory.is_dir():
         return directory
-    for name in ("best", "last"):
+    for name in ("best", "best.old", "last", "last.old"):  # .old: the previous save, if a save's swap was cut short
         if (directory / name / "config.json").is_file():
             return directory / name
     raise AGIFormerError(f"{directory} holds no checkpoint (no config.json, best/ or last/)")
@@ -174,7 +246,7 @@ def cmd_train(args) -> int | None:
 
     recipe = load_recipe(args.recipe, steps=args.steps, minutes=args.minutes)
     trainer = Trainer(recipe, data_dir=args.data_dir, out_dir=args.out, device=args.device, resume=args.resume,
-                      progress=not args.quiet)
+                      allow_recipe_change=args.allow_recipe_change, progress=not args.quiet)
     if trainer.dist.is_main:
         planned = trainer.state.get("planned_steps")
         length = (f"{recipe.steps:,} steps" if not recipe.minutes else f"{planned:,} steps (fixed for a "
@@ -221,7 +293,7 @@ def cmd_eval(args) -> None:
         for row in rows:
             print(_baseline_line(row))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+        write_output(args.json, json.dumps(result, indent=1))
 
 
 def cmd_generate(args) -> None:
@@ -276,6 +348,8 @@ def cmd_recall(args) -> None:
 def cmd_inspect(args) -> None:
     from agiformer.eval.inspect import inspect_model, plot_inspection
 
+    if not args.prompt:
+        raise AGIFormerError("--prompt is empty: inspect needs at least one byte of text")
     model = load_model(args.checkpoint, args.device)
     if model.config.model_type != "agiformer":
         raise AGIFormerError(f"inspect reads AGIFORMER internals; {args.checkpoint} holds a {model.config.model_type} model")
@@ -296,8 +370,8 @@ def cmd_inspect(args) -> None:
     if "reasoning_update_norm" in result:
         norms = result["reasoning_update_norm"]
         print(f"  reasoning update norm ‖z_out − z_in‖: mean {sum(norms) / len(norms):.3f}")
+    write_output(Path(args.out).with_suffix(".json"), json.dumps(result, indent=1))
     plot_inspection(result, prompt, Path(args.out).with_suffix(".png"))
-    Path(args.out).with_suffix(".json").write_text(json.dumps(result, indent=1))
     print(f"wrote {Path(args.out).with_suffix('.png')} and {Path(args.out).with_suffix('.json')}")
 
 
@@ -307,7 +381,8 @@ def cmd_mag(args) -> None:
 
         samples = generate_samples(args.task, args.samples, seed=args.seed, context_tokens=args.context_tokens,
                                    window=args.window, tokenizer=args.tokenizer, hops=args.hops, depths=args.depth,
-                                   recalls=args.recalls)
+                                   recalls=args.recalls, progress=args.samples >= 100)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         write_jsonl(samples, args.out)
         print(f"wrote {args.out}: " + format_summary(summary(samples)))
     elif args.mag_command == "train":
@@ -321,7 +396,8 @@ def cmd_mag_train(args) -> int | None:
     from agiformer.mag.train import MAGTrainer, stage_parameters
 
     recipe = load_mag_recipe(args.recipe, steps=args.steps)
-    trainer = MAGTrainer(recipe, out_dir=args.out, device=args.device, resume=args.resume, progress=not args.quiet)
+    trainer = MAGTrainer(recipe, out_dir=args.out, device=args.device, resume=args.resume,
+                         allow_recipe_change=args.allow_recipe_change, progress=not args.quiet)
     config = trainer.config
     stages = " → ".join(f"{s.name} ({sum(p.numel() for p in stage_parameters(trainer.model, s.name).values()):,})"
                         for s in recipe.stages)
@@ -426,6 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a recipe", epilog=EXAMPLES["train"], formatter_class=_formatter)
     train.add_argument("recipe", help="a recipe TOML file, e.g. runs/demo-en.toml")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--allow-recipe-change", action="store_true",
+                       help="with --resume: go on although the recipe changed since the run started "
+                            "(the changes are logged in metrics.jsonl)")
     train.add_argument("--steps", type=_positive_int,
                        help="override the recipe's step count (with a time budget: the most it may take)")
     train.add_argument("--minutes", type=_positive_float,
@@ -444,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--precision", default="auto", choices=PRECISIONS,
                     help="auto (default): bf16 where this machine runs it faster than fp32, measured")
     ev.add_argument("--baselines", action="store_true", help="also print compressor figures of the same split")
-    ev.add_argument("--json", help="also write the result to this JSON file")
+    ev.add_argument("--json", type=_output_file, help="also write the result to this JSON file")
 
     gen = commands.add_parser("generate", help="stream text from a checkpoint", epilog=EXAMPLES["generate"],
                               formatter_class=_formatter)
@@ -452,11 +531,11 @@ def build_parser() -> argparse.ArgumentParser:
     source = gen.add_mutually_exclusive_group(required=True)
     source.add_argument("--prompt", help="prompt text (UTF-8)")
     source.add_argument("--prompt-file", help="prompt bytes from a file (any bytes)")
-    gen.add_argument("--max-bytes", type=_positive_int, default=256)
+    gen.add_argument("--max-bytes", type=_at_most(MAX_GENERATED_BYTES), default=256)
     gen.add_argument("--temperature", type=_non_negative_float, default=0.8, help="0 = greedy")
     gen.add_argument("--top-k", type=_positive_int)
-    gen.add_argument("--top-p", type=_probability)
-    gen.add_argument("--seed", type=int)
+    gen.add_argument("--top-p", type=_top_p)
+    gen.add_argument("--seed", type=_seed)
     gen.add_argument("--no-echo", action="store_true", help="do not print the prompt first")
     gen.add_argument("--precision", default="auto", choices=PRECISIONS,
                      help="auto (default): bf16 where this machine runs it faster than fp32, measured")
@@ -466,10 +545,10 @@ def build_parser() -> argparse.ArgumentParser:
     recall.add_argument("checkpoints", nargs="+", metavar="checkpoint", help="one or more checkpoints, compared")
     recall.add_argument("--corpus", default="en-wiki", help="held-out filler text (default: en-wiki)")
     recall.add_argument("--split", default="test", choices=["train", "val", "test"])
-    recall.add_argument("--samples", type=_positive_int, default=20, help="samples per distance")
+    recall.add_argument("--samples", type=_at_most(MAX_SAMPLES), default=20, help="samples per distance")
     recall.add_argument("--distances", type=_positive_int, nargs="+", help="needle distances in bytes "
                         "(default: ½, 1, 2, 4 and 8 attention spans)")
-    recall.add_argument("--seed", type=int, default=0)
+    recall.add_argument("--seed", type=_seed, default=0)
     recall.add_argument("--out", default="recall", help="output prefix for .json and .png (default: ./recall)")
 
     insp = commands.add_parser("inspect", help="attention vs memory, decay, reasoning steps for a prompt",
@@ -487,26 +566,29 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES["mag"], formatter_class=_formatter)
     mag_data.add_argument("task", choices=["hash-hop", "dependency", "code"],
                           help="hash-hop (hash chains), dependency (service chains) or code (stdlib signatures)")
-    mag_data.add_argument("--samples", type=_positive_int, default=100, help="how many samples (default: 100)")
-    mag_data.add_argument("--seed", type=int, default=0, help="same seed and arguments → identical file (default: 0)")
+    mag_data.add_argument("--samples", type=_at_most(MAX_SAMPLES), default=100, help="how many samples (default: 100)")
+    mag_data.add_argument("--seed", type=_seed, default=0, help="same seed and arguments → identical file (default: 0)")
     mag_data.add_argument("--context-tokens", type=_positive_int_list, default=[2048], metavar="N[,N...]",
                           help="prompt length(s) in tokens, cycled over the samples (default: 2048)")
     mag_data.add_argument("--window", type=_positive_int, default=256,
                           help="attention window in tokens: every needle lies beyond it (default: 256)")
     mag_data.add_argument("--hops", type=_positive_int, help="chain length (default: 1 for hash-hop, 2 for dependency)")
-    mag_data.add_argument("--recalls", type=int, default=0, metavar="R",
+    mag_data.add_argument("--recalls", type=_non_negative_int, default=0, metavar="R",
                           help="hash-hop: R answered queries about other chains beyond the window open the query, "
                                "extra training targets (default: 0, the evaluation format)")
     mag_data.add_argument("--depth", type=_probability_list, metavar="D[,D...]",
                           help="needle depth(s) in [0, 1], cycled with the lengths as a grid (default: drawn per sample)")
     mag_data.add_argument("--tokenizer", choices=["bytes", "smollm2-135m"], default="bytes",
                           help="what a token is: one UTF-8 byte, or SmolLM2-135M's BPE (default: bytes)")
-    mag_data.add_argument("--out", required=True, help="the JSONL file to write")
+    mag_data.add_argument("--out", type=_output_file, required=True, help="the JSONL file to write")
 
     mag_train = mag_commands.add_parser("train", help="train the MAG parameters of a frozen base, in stages",
                                         epilog=EXAMPLES["mag"], formatter_class=_formatter)
     mag_train.add_argument("recipe", help="a MAG recipe TOML file, e.g. runs/mag/hashhop.toml")
     mag_train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    mag_train.add_argument("--allow-recipe-change", action="store_true",
+                           help="with --resume: go on although the recipe changed since the run started "
+                                "(the changes are logged in metrics.jsonl)")
     mag_train.add_argument("--steps", type=_positive_int, help="override the recipe's step count")
     mag_train.add_argument("--out", help="run directory (default: out/RECIPE_NAME)")
     mag_train.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -523,12 +605,12 @@ def build_parser() -> argparse.ArgumentParser:
                           help="prompt lengths in tokens, the grid's rows (default: 1024,2048)")
     mag_eval.add_argument("--depths", type=_probability_list, default=[0.0, 0.5, 1.0], metavar="D[,D...]",
                           help="needle depths in [0, 1], the grid's columns (default: 0,0.5,1)")
-    mag_eval.add_argument("--samples", type=_positive_int, default=10, help="samples per cell (default: 10)")
+    mag_eval.add_argument("--samples", type=_at_most(MAX_SAMPLES), default=10, help="samples per cell (default: 10)")
     mag_eval.add_argument("--window", type=_positive_int,
                           help="attention window in tokens for the window-W systems; every needle lies beyond it "
                           "(default: the checkpoint's, else 256)")
     mag_eval.add_argument("--hops", type=_positive_int, help="chain length (default: the task's)")
-    mag_eval.add_argument("--seed", type=int, default=2, help="sample seed (default: 2; training uses 0, validation 1)")
+    mag_eval.add_argument("--seed", type=_seed, default=2, help="sample seed (default: 2; training uses 0, validation 1)")
     mag_eval.add_argument("--base-dtype", choices=["bf16", "fp32"],
                           help="run the frozen base under bf16 autocast or in fp32 (default: the run's, else fp32)")
     mag_eval.add_argument("--out", default="mag-eval", help="directory for recall.json and recall.png (default: ./mag-eval)")

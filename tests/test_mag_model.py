@@ -28,9 +28,26 @@ MEMORIES = {"gradient": {}, "least_squares": dict(memory_write="least_squares"),
 TOL = 1e-9
 
 
+def reference_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """Hugging Face's eager attention (matmul, additive mask, softmax, matmul) with the softmax in the
+    inputs' dtype: HF's own eager path takes it in float32, which would cap a float64 comparison at ~1e-7."""
+    groups = query.shape[1] // key.shape[1]
+    key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    weights = query @ key.transpose(2, 3) * scaling
+    if attention_mask is not None:
+        weights = weights + attention_mask[..., : key.shape[-2]]
+    weights = weights.softmax(-1)
+    return (weights @ value).transpose(1, 2).contiguous(), weights
+
+
+transformers.AttentionInterface.register("reference", reference_attention)
+transformers.masking_utils.ALL_MASK_ATTENTION_FUNCTIONS.register(
+    "reference", transformers.masking_utils.ALL_MASK_ATTENTION_FUNCTIONS["eager"])
+
+
 def tiny_base(architecture: str, *, layers: int = 4, seed: int = 0, dtype=torch.float64):
-    """4 layers, hidden 64, 4 query heads of 16 sharing 2 key/value heads (GQA). Eager attention:
-    the reference is HF's plain matmul-softmax path, not the SDPA call MAGModel also uses."""
+    """4 layers, hidden 64, 4 query heads of 16 sharing 2 key/value heads (GQA). The reference's attention
+    is a plain matmul-softmax (`reference_attention`), not the SDPA call MAGModel uses."""
     torch.manual_seed(seed)
     common = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=layers,
                   num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
@@ -40,7 +57,7 @@ def tiny_base(architecture: str, *, layers: int = 4, seed: int = 0, dtype=torch.
     else:
         config = transformers.LlamaConfig(**common, tie_word_embeddings=False, attention_bias=True)
         model = transformers.LlamaForCausalLM(config)
-    model.config._attn_implementation = "sdpa"
+    model.config._attn_implementation = "reference"
     return model.to(dtype).eval()
 
 

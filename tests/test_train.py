@@ -5,6 +5,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,8 @@ import pytest
 import torch
 
 from agiformer import AGIFormer, AGIFormerConfig, AGIFormerError
+from agiformer.cli import resolve_checkpoint
+from agiformer.serialization import load_tensors, save_tensors
 from agiformer.models import ByteGPTConfig
 from agiformer.train import Recipe, Trainer, load_recipe
 from agiformer.train.recipe import Stage
@@ -77,6 +80,61 @@ def test_resume_after_a_signal_repeats_the_uninterrupted_losses(toy_data, tmp_pa
     straight = AGIFormer.from_pretrained(tmp_path / "straight" / "last").state_dict()
     resumed = AGIFormer.from_pretrained(tmp_path / "split" / "last").state_dict()
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_resume_after_a_kill_mid_append_drops_the_partial_metrics_line(toy_data, tmp_path, capsys):
+    recipe = toy_recipe(steps=6, checkpoint_every=3, eval_every=3)
+    Trainer(recipe, data_dir=toy_data, out_dir=tmp_path / "straight", progress=False).train()
+    Trainer(recipe, data_dir=toy_data, out_dir=tmp_path / "split", progress=False).train(max_steps=3)
+    with (tmp_path / "split" / "metrics.jsonl").open("a") as f:
+        f.write('{"kind": "train", "step": 4, "train_b')  # a SIGKILL in the middle of log()
+    Trainer(recipe, data_dir=toy_data, out_dir=tmp_path / "split", resume=True, progress=False).train()
+    assert "dropped a partial last line" in capsys.readouterr().err
+    assert train_losses(tmp_path / "split") == train_losses(tmp_path / "straight")
+    (tmp_path / "bad.jsonl").write_text('{"step": 1}\nnot json\n{"step": 2}\n')
+    with pytest.raises(AGIFormerError, match="line 2: not a JSON row"):
+        read_metrics(tmp_path / "bad.jsonl")
+
+
+def test_a_run_directory_in_use_is_refused_naming_its_holder(toy_data, tmp_path):
+    holder = Trainer(toy_recipe(steps=2), data_dir=toy_data, out_dir=tmp_path, progress=False)
+    for resume in (False, True):
+        with pytest.raises(AGIFormerError, match=f"in use by another run \\(pid {os.getpid()} "):
+            Trainer(toy_recipe(steps=2), data_dir=toy_data, out_dir=tmp_path, resume=resume, progress=False)
+    holder.train()  # the lock is released when the run ends
+    Trainer(toy_recipe(steps=2), data_dir=toy_data, out_dir=tmp_path, resume=True, progress=False).train()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(AGIFormerError, match="is a file, not a run directory"):
+        Trainer(toy_recipe(steps=2), data_dir=toy_data, out_dir=tmp_path / "file", progress=False)
+
+
+def test_resume_with_a_changed_recipe_is_refused_unless_allowed_and_then_recorded(toy_data, tmp_path):
+    Trainer(toy_recipe(steps=4), data_dir=toy_data, out_dir=tmp_path, progress=False).train(max_steps=2)
+    changed = toy_recipe(steps=4, lr=1e-3, stages=[dict(name="first", corpora={"toy": 1.0}, plasticity=0.7)])
+    with pytest.raises(AGIFormerError, match=r"recipe changed .*lr 0.003 → 0.001.*stages\[0\].plasticity 0.5 → 0.7"):
+        Trainer(changed, data_dir=toy_data, out_dir=tmp_path, resume=True, progress=False)
+    Trainer(changed, data_dir=toy_data, out_dir=tmp_path, resume=True, allow_recipe_change=True, progress=False).train()
+    change = next(r for r in read_metrics(tmp_path / "metrics.jsonl") if r["kind"] == "recipe_change")
+    assert change["step"] == 2 and change["changes"]["lr"] == [3e-3, 1e-3]
+    assert json.loads((tmp_path / "recipe.json").read_text())["lr"] == 1e-3
+
+
+def test_resume_refuses_an_optimizer_state_of_the_wrong_shape(toy_data, tmp_path):
+    Trainer(toy_recipe(steps=2), data_dir=toy_data, out_dir=tmp_path, progress=False).train()
+    path = tmp_path / "last" / "optimizer.safetensors"
+    tensors = load_tensors(path)
+    name = next(k for k in tensors if k.endswith(".exp_avg") and tensors[k].dim() == 2)
+    tensors[name] = tensors[name][:, :-1].contiguous()
+    save_tensors(path, tensors)
+    with pytest.raises(AGIFormerError, match=f"optimizer state {name} has shape"):
+        Trainer(toy_recipe(steps=2), data_dir=toy_data, out_dir=tmp_path, resume=True, progress=False)
+
+
+def test_eval_finds_the_previous_checkpoint_when_a_swap_was_cut_short(toy_data, tmp_path):
+    Trainer(toy_recipe(steps=2), data_dir=toy_data, out_dir=tmp_path, progress=False).train()
+    shutil.rmtree(tmp_path / "best")
+    (tmp_path / "last").rename(tmp_path / "last.old")  # killed between the two renames of save_checkpoint
+    assert resolve_checkpoint(str(tmp_path)) == tmp_path / "last.old"
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(toy_data, tmp_path):

@@ -143,6 +143,10 @@ def _build(
         spans, stats = _spool_documents(documents, spool, bar)
         if not spans:
             raise AGIFormerError(f"corpus '{name}' has no text: every document read from {_describe(files)} is empty")
+        distinct = len({digest for _, _, digest in spans})
+        if distinct < len(SPLITS):
+            raise AGIFormerError(f"corpus '{name}' has {distinct} distinct document(s); train, val and test need one "
+                                 "each at least: give more files, or split the text into .jsonl rows")
         splits = assign_splits([digest for _, _, digest in spans], checked_fractions)
         # The sources were read without error; from here on the old build is replaced, and
         # its manifest goes first so it never describes .bin files of a different build.

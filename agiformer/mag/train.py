@@ -71,7 +71,7 @@ class MAGTrainer(TrainingLoop):
         return [1 - val["val_exact_match"], val["val_answer_loss"]]
 
     def __init__(self, recipe: MAGRecipe, *, out_dir: str | Path | None = None, device: str = "auto",
-                 resume: bool = False, progress: bool = True):
+                 resume: bool = False, allow_recipe_change: bool = False, progress: bool = True):
         self.recipe = recipe
         self.dist = Distributed.setup(device)
         if self.dist.world_size > 1:
@@ -97,7 +97,7 @@ class MAGTrainer(TrainingLoop):
         self.state = {"step": 0, "tokens_seen": 0, "train_s": 0.0, "best_val_rank": None,
                       "elapsed_s": 0.0}
         self.saved_module = self.model.mag  # the base is never stored: its identity is in the config
-        self.open_run(resume=resume, recipe=recipe.to_dict())
+        self.open_run(resume=resume, recipe=recipe.to_dict(), allow_recipe_change=allow_recipe_change)
 
     # ---- one optimisation step ----------------------------------------------------------------------
 

@@ -89,11 +89,12 @@ class ByteStream:
 def sample_byte(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
                 top_p: float | None = None, generator: torch.Generator | None = None) -> int:
     """Greedy at temperature 0; otherwise softmax(logits / T) restricted to the top-k and the top-p nucleus."""
-    if temperature < 0:
+    if not temperature >= 0:
         raise ValueError(f"temperature must be ≥ 0, got {temperature}")
     if temperature == 0:
         return int(logits.argmax())
-    logits = logits.detach().float().cpu() / temperature
+    logits = logits.detach().float().cpu()
+    logits = (logits - logits.max()) / temperature  # the top logit stays 0: a tiny T gives -inf, never inf - inf
     if top_k is not None:
         if top_k < 1:
             raise ValueError(f"top_k must be ≥ 1, got {top_k}")

@@ -12,7 +12,9 @@ moment leaves either the old or the new checkpoint complete, never a mix.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +25,38 @@ from agiformer.models.pretrained import CONFIG_FILE, WEIGHTS_FILE, check_weights
 from agiformer.serialization import atomic_write_text, load_tensors, read_json, save_tensors
 
 TRAINER_FILE, OPTIMIZER_FILE = "trainer.json", "optimizer.safetensors"
+LOCK_FILE = ".lock"
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: runs are not locked
+    fcntl = None
+
+
+def lock_run_directory(directory: Path):
+    """Take `directory`'s lock (created if need be), or refuse naming the process that holds it. The lock
+    is an flock on DIRECTORY/.lock: the kernel drops it when the holder exits, even by SIGKILL. Returns
+    the open lock file; closing it releases the lock."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise AGIFormerError(f"--out {directory} is a file, not a run directory; choose another path")
+    directory.mkdir(parents=True, exist_ok=True)
+    handle = open(directory / LOCK_FILE, "a+", encoding="utf-8")
+    if fcntl is None:
+        return handle
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise AGIFormerError(f"{directory} is in use by another run ({holder}); wait for it to end or choose "
+                             "another --out") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    handle.flush()
+    return handle
 
 
 def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
@@ -39,6 +73,12 @@ def optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, 
     for name, value in tensors.items():
         index, key = name.split(".", 1)
         state.setdefault(int(index), {})[key] = value
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for index, values in state.items():  # torch would find a wrong shape only at the first step
+        for key, value in values.items():
+            if value.dim() and index < len(params) and value.shape != params[index].shape:
+                raise AGIFormerError(f"optimizer state {index}.{key} has shape {tuple(value.shape)}, its parameter "
+                                     f"{tuple(params[index].shape)}: the checkpoint is damaged or from another model")
     try:
         optimizer.load_state_dict({"state": state, "param_groups": groups})
     except (ValueError, KeyError) as error:

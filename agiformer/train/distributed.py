@@ -8,11 +8,29 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from agiformer.errors import AGIFormerError
+
 
 def pick_device(name: str = "auto") -> torch.device:
+    """`name` ("auto": CUDA if available, else CPU), refused in one line if this machine cannot run it."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise AGIFormerError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "this torch is a CPU-only build" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise AGIFormerError(f"device {name!r} is not available: {build}; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise AGIFormerError(f"device {name!r} is not available: this machine has {torch.cuda.device_count()} "
+                                 f"CUDA device(s), cuda:0 … cuda:{torch.cuda.device_count() - 1}")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise AGIFormerError(f"device {name!r} is not available on this machine; use --device cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise AGIFormerError(f"device {name!r} is not supported; use auto, cpu, cuda or cuda:N")
+    return device
 
 
 @dataclass

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from agiformer.errors import AGIFormerError
 from agiformer.serialization import atomic_write_text
-from agiformer.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from agiformer.train.checkpoint import find_checkpoint, load_checkpoint, lock_run_directory, save_checkpoint
 from agiformer.train.plots import plot_curves, read_metrics
 from agiformer.train.recipe import MIN_CALIBRATION_STEPS
 
@@ -79,26 +79,59 @@ class TrainingLoop:
 
     # ---- run directory, checkpoints, metrics -----------------------------------------------------------
 
-    def open_run(self, *, resume: bool, recipe: dict) -> None:
-        """Continue the run in out_dir, or start one there (refusing to overwrite another)."""
+    def open_run(self, *, resume: bool, recipe: dict, allow_recipe_change: bool = False) -> None:
+        """Continue the run in out_dir, or start one there (refusing to overwrite another). A resumed run
+        whose recipe differs from the one it started with is refused unless `allow_recipe_change`; then
+        the changes go into metrics.jsonl and recipe.json becomes the new recipe."""
         self.metrics_path = self.out_dir / "metrics.jsonl"
         self.stop_requested, self.stop_signal = False, None
+        if resume and not self.out_dir.is_dir():
+            raise AGIFormerError(f"nothing to resume: {self.out_dir} does not exist")
+        # held until train() ends, so a second process cannot touch this directory's files meanwhile
+        self.lock = lock_run_directory(self.out_dir) if self.dist.is_main else None
+        try:
+            self.open_run_files(resume=resume, recipe=recipe, allow_recipe_change=allow_recipe_change)
+        except BaseException:
+            self.release_lock()
+            raise
+
+    def release_lock(self) -> None:
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
+
+    def open_run_files(self, *, resume: bool, recipe: dict, allow_recipe_change: bool) -> None:
+        recipe = json.loads(json.dumps(recipe))  # as recipe.json holds it (tuples become lists)
+        found = find_checkpoint(self.out_dir / "last")
+        if resume and found is None and (self.out_dir / "recipe.json").is_file():
+            if self.dist.is_main:
+                print(f"{self.out_dir} has no checkpoint yet (its run stopped before the first save): starting it "
+                      "from the first step", file=sys.stderr)
+            resume = False
         if resume:
-            found = find_checkpoint(self.out_dir / "last")
             if found is None:
                 raise AGIFormerError(f"nothing to resume: no checkpoint in {self.out_dir / 'last'}")
+            # the checkpoint first: a model that cannot load it gets the specific reason
             self.state = load_checkpoint(found, module=self.saved_module, check_config=self.check_config,
                                          optimizer=self.optimizer, generators=self.generators)
+            changes = recipe_changes(self.out_dir / "recipe.json", recipe)
+            if changes and not allow_recipe_change:
+                raise AGIFormerError(f"the recipe changed since {self.out_dir} started ({describe_changes(changes)}); "
+                                     "resume with the run's own recipe, or pass --allow-recipe-change to go on "
+                                     "with the new values")
             if self.dist.is_main:  # drop metrics logged after the checkpoint: they will be produced again
-                kept = [r for r in read_metrics(self.metrics_path) if r["step"] <= self.state["step"]]
-                self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+                kept = [r for r in read_metrics(self.metrics_path) if r.get("step", 0) <= self.state["step"]]
+                if changes:
+                    kept.append({"kind": "recipe_change", "step": self.state["step"], "changes": changes})
+                    atomic_write_text(self.out_dir / "recipe.json", json.dumps(recipe, indent=1))
+                atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
         elif self.dist.is_main:
-            if find_checkpoint(self.out_dir / "last") is not None:
+            if found is not None:
                 raise AGIFormerError(f"{self.out_dir} already holds a run: pass --resume to continue it, "
                                      "or choose another --out directory")
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            self.metrics_path.write_text("")
-            (self.out_dir / "recipe.json").write_text(json.dumps(recipe, indent=1))
+            atomic_write_text(self.metrics_path, "")
+            atomic_write_text(self.out_dir / "recipe.json", json.dumps(recipe, indent=1))
 
     def save(self, name: str = "last") -> None:
         if self.dist.is_main:
@@ -189,6 +222,7 @@ class TrainingLoop:
             bar.close()
             for s, handler in previous_handlers.items():
                 signal.signal(s, handler)
+            self.release_lock()
         best_key = "best_" + self.best_metric
         summary = {"recipe": recipe.name, "steps": self.state["step"], **self.summary_fields(),
                    "elapsed_s": round(self.state["elapsed_s"], 1), best_key: self.state.get(best_key),
@@ -257,3 +291,27 @@ def _progress_bar(enabled: bool, *, total: int, initial: int, name: str):
 
     return tqdm(total=total, initial=initial, desc=name, unit="step", disable=not enabled, dynamic_ncols=True,
                 file=sys.stderr)
+
+
+def flatten(values, prefix: str = "") -> dict:
+    """{"model.d_model": 256, "stages[0].plasticity": 0.1, …} of a recipe's nested tables and lists."""
+    if isinstance(values, dict):
+        return {k: v for key, item in values.items() for k, v in flatten(item, f"{prefix}.{key}" if prefix else key).items()}
+    if isinstance(values, list) and any(isinstance(item, (dict, list)) for item in values):
+        return {k: v for i, item in enumerate(values) for k, v in flatten(item, f"{prefix}[{i}]").items()}
+    return {prefix: values}
+
+
+def recipe_changes(saved_path: Path, recipe: dict) -> dict:
+    """{key: [value the run started with, value now]} for every key that differs from the saved recipe.json."""
+    if not saved_path.is_file():
+        return {}
+    try:
+        before, now = flatten(json.loads(saved_path.read_text(encoding="utf-8"))), flatten(recipe)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise AGIFormerError(f"{saved_path}: damaged (not JSON); cannot tell whether the recipe changed") from None
+    return {key: [before.get(key), now.get(key)] for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)}
+
+
+def describe_changes(changes: dict) -> str:
+    return ", ".join(f"{key} {old!r} → {new!r}" for key, (old, new) in changes.items())

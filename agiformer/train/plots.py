@@ -4,13 +4,31 @@ seen), stages marked. The defaults draw the byte models' bits per byte."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+
+from agiformer.errors import AGIFormerError
 
 
 def read_metrics(path: Path) -> list[dict]:
+    """The rows of a metrics.jsonl. A partial last line (a run killed while appending) is dropped with a
+    warning; a damaged line before it is an error naming the line."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):  # no newline after it: the write was cut short
+                print(f"agiformer: warning: {path}: dropped a partial last line (a write was cut short)",
+                      file=sys.stderr)
+                break
+            raise AGIFormerError(f"{path}, line {number}: not a JSON row; the metrics file is damaged") from None
+    return rows
 
 
 def plot_curves(metrics_path: Path, png_path: Path, *, title: str, x: str = "bytes_seen",

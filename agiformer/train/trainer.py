@@ -64,7 +64,7 @@ def scheduled_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 class Trainer(TrainingLoop):
     def __init__(self, recipe: Recipe, *, data_dir: str | Path = "data", out_dir: str | Path | None = None,
-                 device: str = "auto", resume: bool = False, progress: bool = True):
+                 device: str = "auto", resume: bool = False, allow_recipe_change: bool = False, progress: bool = True):
         self.recipe = recipe
         self.dist = Distributed.setup(device)
         self.device = self.dist.device
@@ -84,7 +84,7 @@ class Trainer(TrainingLoop):
         self.state = {"step": 0, "bytes_seen": 0, "best_val_bpb": math.inf, "elapsed_s": 0.0,
                       "seq_len": recipe.seq_len}
         self.saved_module = self.model
-        self.open_run(resume=resume, recipe=recipe.to_dict())
+        self.open_run(resume=resume, recipe=recipe.to_dict(), allow_recipe_change=allow_recipe_change)
         # a resumed run keeps the precision it was trained in: its losses then repeat exactly
         if "precision" not in self.state:
             choice = choose_precision(recipe.precision, self.device, width=self.config.d_model)

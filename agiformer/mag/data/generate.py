@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sys
 from collections.abc import Mapping, Sequence
 
 from agiformer.errors import AGIFormerError
@@ -107,6 +108,9 @@ def generate_sample(task: str, index: int, *, seed: int = 0, context_tokens: int
     hops = _check_arguments(task, context_tokens, window, hops, depth)
     if recalls and task != "hash-hop" or recalls < 0:
         raise AGIFormerError(f"recalls ({recalls}) must be ≥ 0, and only hash-hop has them")
+    if recalls > context_tokens // 8:  # each needs its chain's lines and a query line, far more than 8 tokens
+        raise AGIFormerError(f"{recalls} recalls cannot fit in {context_tokens} context tokens; "
+                             f"use at most {context_tokens // 8}")
     extra = {"recalls": recalls} if recalls else {}
     name, encode = resolve_tokenizer(tokenizer)
     counter = _counter or TokenCounter(encode)
@@ -130,9 +134,10 @@ def generate_sample(task: str, index: int, *, seed: int = 0, context_tokens: int
 
 def generate_samples(task: str, samples: int, *, seed: int = 0, context_tokens: int | Sequence[int] = 2048,
                      window: int = 256, tokenizer: str | Encode = "bytes", hops: int | None = None,
-                     depths: float | Sequence[float] | None = None, recalls: int = 0) -> list[dict]:
+                     depths: float | Sequence[float] | None = None, recalls: int = 0,
+                     progress: bool = False) -> list[dict]:
     """`samples` samples; sample i takes the i-th cell (cycling) of the grid context_tokens × depths
-    (depths None: drawn uniformly per sample)."""
+    (depths None: drawn uniformly per sample); `progress` draws a bar on stderr."""
     lengths = [context_tokens] if isinstance(context_tokens, int) else list(context_tokens)
     depth_list = [None] if depths is None else [depths] if isinstance(depths, (int, float)) else list(depths)
     if not lengths or not depth_list:
@@ -144,7 +149,9 @@ def generate_samples(task: str, samples: int, *, seed: int = 0, context_tokens: 
     counter = TokenCounter(resolve_tokenizer(tokenizer)[1])
     grid = [(length, depth) for length in lengths for depth in depth_list]
     out = []
-    for index in range(samples):
+    from tqdm import tqdm
+
+    for index in tqdm(range(samples), desc=f"{task} samples", unit="sample", disable=not progress, file=sys.stderr):
         length, depth = grid[index % len(grid)]
         out.append(generate_sample(task, index, seed=seed, context_tokens=length, window=window, tokenizer=tokenizer,
                                    hops=hops, depth=depth, recalls=recalls, _counter=counter))
