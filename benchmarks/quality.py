@@ -54,7 +54,7 @@ GPT_SWEEP = {
     "gpt-d192-l4-c512-lr4e-3": (192, 4, 512, 4e-3),
 }
 SYSTEMS = {
-    "agiformer": "the recipe's model: v2 block (gated fusion, input-dependent decay), GRU head reading hashed 2-4-grams",
+    "agiformer": "the recipe's model: v2 block (gated fusion, input-dependent decay), GRU head reading hashed 2- to 6-grams",
     **{name: f"byte GPT (full causal attention): d {d}, {layers} layers, context {context}, lr {lr:g}"
        for name, (d, layers, context, lr) in GPT_SWEEP.items()},
     "attention-only": "AGIFORMER without the memory (mixer = attention)",
