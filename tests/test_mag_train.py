@@ -245,6 +245,11 @@ def test_checkpoints_hold_only_mag_parameters_and_refuse_another_base(base_dir, 
     (dict(data=dict(contexts=[512])), "unknown key"),
     (dict(data=dict(answer_end="yes")), "answer_end must be true or false"),
     (dict(write_gate_lr_scale=0), "write_gate_lr_scale must be > 0"),
+    (dict(lr=float("nan")), "lr must be finite"),
+    (dict(steps=2.5), "steps must be an integer"),
+    (dict(grad_clip=-1.0), "grad_clip must be > 0"),
+    (dict(data=dict(context_tokens="1024")), "context_tokens must be a list"),
+    (dict(stages="gates"), "stages must be"),
 ])
 def test_bad_recipes_are_refused_with_one_line(base_dir, change, message):
     with pytest.raises(AGIFormerError, match=message) as error:

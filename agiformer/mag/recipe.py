@@ -34,6 +34,7 @@ from agiformer.mag.base import BASE_DTYPES
 from agiformer.mag.config import MAGConfig
 from agiformer.mag.data import TASKS
 from agiformer.train.recipe import Schedule, from_table, read_toml
+from agiformer.validation import type_problems
 
 # Stage name → prefixes of the MAG parameter names (after the layer index) that train in it. Each
 # stage adds to the one before: the gates first (the memory as it was initialised, let in or kept
@@ -87,12 +88,22 @@ class MAGRecipe(Schedule):
     notes: str = ""
 
     def __post_init__(self):
+        if not isinstance(self.stages, list):
+            raise AGIFormerError(f"recipe '{self.name}': stages must be [[stages]] tables, got {self.stages!r}")
         self.stages = [s if isinstance(s, MAGStage) else from_table(MAGStage, s, "stage") for s in self.stages]
         self.data = self.data if isinstance(self.data, MAGData) else from_table(MAGData, self.data, "[data]")
         self.validate()
 
     def validate(self) -> None:
         where = f"recipe '{self.name}'"
+        problems = type_problems(self) + [f"stage {stage.name!r}: {problem}" for stage in self.stages
+                                          for problem in type_problems(stage)]
+        problems += [f"[data] {problem}" for problem in type_problems(self.data)]
+        if problems:
+            raise AGIFormerError(f"{where}: " + "; ".join(problems))
+        if not self.grad_clip > 0 or self.weight_decay < 0:
+            raise AGIFormerError(f"{where}: grad_clip must be > 0 and weight_decay ≥ 0, got {self.grad_clip}, "
+                                 f"{self.weight_decay}")
         if not self.stages:
             raise AGIFormerError(f"{where}: needs at least one [[stages]] entry")
         for stage in self.stages:
