@@ -22,6 +22,7 @@ from agiformer.serialization import atomic_write_text
 DATA_DIR = os.environ.get("AGIFORMER_DATA", "data")
 MAX_GENERATED_BYTES = 1_000_000  # about half an hour of streaming on a laptop CPU
 MAX_SAMPLES = 100_000
+MAX_PROMPT_BYTES = MAX_GENERATED_BYTES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -297,14 +298,17 @@ def cmd_eval(args) -> None:
 
 
 def cmd_generate(args) -> None:
-    model = load_model(args.checkpoint, args.device)
     if args.prompt_file:
         path = Path(args.prompt_file)
         if not path.is_file():
             raise AGIFormerError(f"prompt file {path} not found")
+        if path.stat().st_size > MAX_PROMPT_BYTES:  # each byte is streamed through the model before the first new one
+            raise AGIFormerError(f"prompt file {path} holds {path.stat().st_size:,} bytes; at most "
+                                 f"{MAX_PROMPT_BYTES:,} are read as a prompt (cut it, e.g. tail -c {MAX_PROMPT_BYTES})")
         prompt = path.read_bytes()
     else:
         prompt = args.prompt.encode("utf-8")
+    model = load_model(args.checkpoint, args.device)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     precision = model_precision(model, args.precision)
     print(precision.describe(), file=sys.stderr)

@@ -24,6 +24,7 @@ def bad_files(tmp_path_factory, checkpoint):
     (root / "binary.bin").write_bytes(b"\x00\x01\x02" * 100)
     (root / "empty.txt").write_text("")
     (root / "one.txt").write_text("a single document: val and test would be empty")
+    (root / "huge-prompt.txt").write_bytes(b"a" * 1_000_001)
     (root / "bad.jsonl").write_text('{"text": "fine"}\nnot json\n')
     (root / "nofield.jsonl").write_text('{"body": "x"}\n')
     (root / "bad.toml").write_text("name = [unclosed")
@@ -90,6 +91,7 @@ def bad_invocations(root, checkpoint, toy_data):
         ["inspect", str(checkpoint)],
         ["inspect", str(root / "nope"), "--prompt", "hi"],
         ["inspect", str(checkpoint), "--prompt", ""],
+        ["generate", str(checkpoint), "--prompt-file", str(root / "huge-prompt.txt")],
         ["generate", str(checkpoint), "--prompt", "hi", "--temperature", "nan"],
         ["generate", str(checkpoint), "--prompt", "hi", "--temperature", "inf"],
         ["generate", str(checkpoint), "--prompt", "hi", "--top-p", "0"],
