@@ -88,7 +88,8 @@ def _non_negative_int(text: str) -> int:
 
 
 def _output_file(text: str) -> str:
-    """A file to write: refused now if it names a directory, rather than after the work; its folder is made."""
+    """A file to write: refused now if it names a directory, rather than after the work (`write_output` makes
+    its folder)."""
     if Path(text).is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a directory; name a file to write")
     return text
@@ -238,7 +239,8 @@ def _baseline_line(row: dict) -> str:
 
 def interrupted_exit_code(summary: dict) -> int:
     """A run stopped by a signal (after saving) exits as the signal would have: 130 for SIGINT, 143 for
-    SIGTERM, so `train && eval` does not go on as if the run had finished."""
+    SIGTERM, so `train && eval` does not go on as if the run had finished; a process that stopped because
+    another one was signalled (DDP) exits 130."""
     return 128 + signal.Signals[summary["stopped_by"]].value if summary["stopped_by"] else 130
 
 

@@ -16,21 +16,6 @@ import torch
 from agiformer import AGIFormer
 from agiformer.train.plots import read_metrics
 
-RECIPE = """name = "faults"
-steps = 9
-batch_size = 4
-seq_len = 64
-lr = 3e-3
-warmup_steps = 2
-eval_every = 3
-checkpoint_every = 3
-precision = "fp32"
-[model]
-preset = "tiny"
-[[stages]]
-name = "only"
-corpora = { toy = 1.0 }
-"""
 
 # patches the named function to SIGKILL this process at its n-th call, then runs the CLI
 KILLER = r"""
@@ -83,9 +68,9 @@ def comparable(rows: list[dict]) -> list[tuple]:
 
 
 @pytest.fixture(scope="module")
-def setup(toy_data, tmp_path_factory):
+def setup(toy_data, tmp_path_factory, write_toy_recipe):
     root = tmp_path_factory.mktemp("faults")
-    (root / "faults.toml").write_text(RECIPE)
+    write_toy_recipe(root / "faults.toml", name="faults", steps=9, warmup_steps=2, eval_every=3, checkpoint_every=3)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     straight = root / "straight"
     subprocess.run([sys.executable, "-m", "agiformer", *train_args(root, toy_data, straight)], check=True, env=env,

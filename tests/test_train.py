@@ -268,26 +268,9 @@ def test_shipped_recipes_load():
         assert recipe.minutes > 0  # every shipped recipe is a time budget
 
 
-def test_ddp_with_two_gloo_processes_matches_one_process(toy_data, tmp_path):
-    recipe_file = tmp_path / "toy.toml"
-    recipe_file.write_text("""
-name = "toy"
-minutes = 10
-steps = 5
-batch_size = 4
-seq_len = 64
-lr = 3e-3
-warmup_steps = 4
-eval_every = 3
-checkpoint_every = 3
-precision = "fp32"
-[model]
-preset = "tiny"
-[[stages]]
-name = "only"
-corpora = { toy = 1.0 }
-plasticity = 0.99
-""")
+def test_ddp_with_two_gloo_processes_matches_one_process(toy_data, tmp_path, write_toy_recipe):
+    recipe_file = write_toy_recipe(tmp_path / "toy.toml", minutes=10, steps=5, warmup_steps=4, eval_every=3,
+                                   checkpoint_every=3)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     common = ["train", str(recipe_file), "--data-dir", str(toy_data), "--device", "cpu", "--quiet"]
     subprocess.run([sys.executable, "-m", "agiformer", *common, "--out", str(tmp_path / "one")],
@@ -365,13 +348,10 @@ def test_steps_within_counts_the_validations_and_saves_to_come(eval_every, secon
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_signalled_run_saves_and_exits_with_the_signals_code(toy_data, tmp_path, sig, code):
+def test_a_signalled_run_saves_and_exits_with_the_signals_code(toy_data, tmp_path, write_toy_recipe, sig, code):
     """A scheduler's SIGTERM (or Ctrl-C) stops `agiformer train` after a save with 128 + the signal's
     number, never 0 and "done"; --resume then finishes the run and exits 0."""
-    recipe_file = tmp_path / "toy.toml"
-    recipe_file.write_text('name = "toy"\nsteps = 60\nbatch_size = 4\nseq_len = 64\nlr = 3e-3\nwarmup_steps = 2\n'
-                           'precision = "fp32"\n[model]\npreset = "tiny"\n'
-                           '[[stages]]\nname = "only"\ncorpora = { toy = 1.0 }\n')
+    recipe_file = write_toy_recipe(tmp_path / "toy.toml", steps=60, warmup_steps=2)
     out = tmp_path / "run"
     command = [sys.executable, "-m", "agiformer", "train", str(recipe_file), "--data-dir", str(toy_data),
                "--device", "cpu", "--quiet", "--out", str(out)]

@@ -208,6 +208,7 @@ class TrainingLoop:
                 if not planned_now and (step % recipe.eval_interval() == 0 or last):
                     last_val = self.validation_event()
                 stop = self.dist.sum([float(self.stop_requested)])[0] > 0
+                self.stop_requested = stop  # every process reports the stop, the ones without a signal too
                 if not planned_now and (step % recipe.checkpoint_interval() == 0 or last or stop or step == end):
                     self.save_last()
                 bar.update(1)
