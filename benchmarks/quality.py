@@ -54,13 +54,15 @@ GPT_SWEEP = {
     "gpt-d192-l4-c512-lr4e-3": (192, 4, 512, 4e-3),
 }
 SYSTEMS = {
-    "agiformer": "the recipe's model: v2 block (gated fusion, input-dependent decay), GRU head reading hashed 2- to 6-grams",
+    "agiformer": "the recipe's model: v2 block (gated fusion, input-dependent decay), GRU head reading hashed 2- to 6-grams "
+                 "and in-context continuations of orders 4, 8, 16",
     **{name: f"byte GPT (full causal attention): d {d}, {layers} layers, context {context}, lr {lr:g}"
        for name, (d, layers, context, lr) in GPT_SWEEP.items()},
     "attention-only": "AGIFORMER without the memory (mixer = attention)",
     "memory-only": "AGIFORMER without the window attention (mixer = memory)",
     "no-reasoning": "AGIFORMER without the adaptive reasoning loop (reasoning_steps = 0)",
-    "mlp-head": "AGIFORMER with the parallel MLP byte head instead of the GRU (and its n-grams)",
+    "mlp-head": "AGIFORMER with the parallel MLP byte head instead of the GRU (and its n-grams and continuations)",
+    "no-continuations": "AGIFORMER whose byte head reads no in-context continuations (head_continuations = [])",
     "v1-block": "AGIFORMER with the v1 block: summed fusion, per-head decay, no encoder overlap",
     "constant-alpha": "AGIFORMER with α = 0.99 in every stage instead of the curriculum's α",
 }
@@ -81,7 +83,8 @@ def system_recipe(path: Path, system: str, *, minutes: float, name: str) -> Reci
         values["stages"] = [{**stage, "plasticity": 0.99} for stage in values["stages"]]
     elif system != "agiformer":
         model.update({"attention-only": {"mixer": "attention"}, "memory-only": {"mixer": "memory"},
-                      "no-reasoning": {"reasoning_steps": 0}, "mlp-head": {"head": "mlp", "head_ngrams": 0},
+                      "no-reasoning": {"reasoning_steps": 0}, "mlp-head": {"head": "mlp", "head_ngrams": 0, "head_continuations": []},
+                      "no-continuations": {"head_continuations": []},
                       "v1-block": {"fusion": "sum", "memory_decay": "head", "encoder_overlap": 0}}[system])
     values.update(model=model, steps=0, eval_every=AT_THE_END_ONLY, checkpoint_every=AT_THE_END_ONLY)
     return Recipe.from_dict(values, source=f"{path.name} ({system})")

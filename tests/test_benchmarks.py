@@ -93,7 +93,8 @@ def test_quality_systems_change_what_they_say(system):
     changed = {k for k, v in config.to_dict().items() if reference.to_dict().get(k) != v} \
         if config.model_type == "agiformer" else None
     expected = {"agiformer": set(), "constant-alpha": set(), "attention-only": {"mixer"}, "memory-only": {"mixer"},
-                "no-reasoning": {"reasoning_steps"}, "mlp-head": {"head", "head_ngrams"},
+                "no-reasoning": {"reasoning_steps"}, "mlp-head": {"head", "head_ngrams", "head_continuations"},
+                "no-continuations": {"head_continuations"},
                 "v1-block": {"fusion", "memory_decay", "encoder_overlap"}}
     assert recipe.minutes == 12 and recipe.steps == 0  # the trainer fixes the steps that fit
     assert recipe.eval_every == recipe.checkpoint_every == quality.AT_THE_END_ONLY

@@ -9,6 +9,8 @@ import torch
 from agiformer import AGIFormer, AGIFormerConfig
 from agiformer.nn import NO_BYTE, AdaptiveReasoning, GRUByteHead, HebbianMemory, HybridBlock, MLPByteHead, PatchEncoder
 from agiformer.nn.attention import WindowAttention
+from agiformer.nn import continuation
+from agiformer.ops.byte_continuation import NO_CONTINUATION
 from tests.helpers import LEAK, ROUNDING, output_change, with_byte_changed, with_vector_changed, worst_byte_leak
 
 torch.manual_seed(0)
@@ -105,6 +107,15 @@ def test_whole_model_is_causal(variant):
     model = AGIFormer(AGIFormerConfig.preset("tiny", **VARIANTS[variant])).double()
     x = torch.randint(0, 256, (1, 31))  # not a multiple of P, longer than the window
     assert worst_byte_leak(model, x) <= ROUNDING
+
+
+def test_in_context_continuations_are_causal_and_a_leaky_one_is_caught(monkeypatch):
+    model = AGIFormer(AGIFormerConfig.preset("tiny", head_ngrams=3, head_continuations=(1, 2, 5))).double()
+    x = torch.randint(0, 3, (1, 31))  # a small alphabet: contexts recur, so continuations are found
+    assert (model.head.continuations.ids(x) != NO_CONTINUATION).float().mean() > 0.5
+    assert worst_byte_leak(model, x) <= ROUNDING
+    monkeypatch.setattr(continuation, "continuation_ids", lambda x, order, buckets: x)  # "continues" with byte t itself
+    assert worst_byte_leak(model, x) > LEAK
 
 
 @pytest.mark.parametrize("preset", ["v1", "v2"])

@@ -17,6 +17,7 @@ VARIANTS = {
     "gru-overlap0-sum-headdecay": dict(encoder_overlap=0, fusion="sum", memory_decay="head"),
     "mlp-overlap2": dict(head="mlp", head_hidden=32),
     "gru-ngrams4": dict(head_ngrams=4),
+    "gru-continuations": dict(head_ngrams=3, head_continuations=(1, 2, 5)),
     "gru-ngrams3-p3": dict(head_ngrams=3, patch_size=3, encoder_overlap=1, window=2),
     "mlp-p3": dict(head="mlp", head_hidden=32, patch_size=3, encoder_overlap=1, window=2),
     "no-effort-sharpening": dict(effort_sharpens_memory=False),
@@ -62,7 +63,8 @@ def test_plasticity_and_effort_default_to_the_config():
 @pytest.mark.parametrize("prompt_length", [0, 1, 4, 7, 13])
 def test_streamed_logits_equal_full_forward(variant, prompt_length):
     model = tiny(**VARIANTS[variant]).double().eval()
-    x = torch.randint(0, 256, (1, 45))  # 11 patches: past the window (4) and the memory chunk (8)
+    alphabet = 3 if "head_continuations" in VARIANTS[variant] else 256  # contexts must recur to be continued
+    x = torch.randint(0, alphabet, (1, 45))  # 11 patches: past the window (4) and the memory chunk (8)
     full = model(x, effort=0.7)[0].log_softmax(-1)
     stream = ByteStream(model, bytes(x[0, :prompt_length].tolist()), effort=0.7)
     for t in range(prompt_length, 45):
@@ -129,6 +131,32 @@ def test_tiny_model_learns_a_repeating_text():
     assert model.loss(text).bpb.item() < first / 3
 
 
+def copy_bpb(continuation_orders: tuple[int, ...], steps: int = 160) -> float:
+    """Train on random 24-byte strings each written twice, 24 bytes apart (beyond the tiny attention
+    span of 16 bytes); the bits per byte of the second copies, which only recall can predict."""
+    model = tiny(head_continuations=continuation_orders)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    generator = torch.Generator().manual_seed(0)
+
+    def batch():
+        strings = torch.randint(0, 256, (16, 24), generator=generator)
+        return torch.cat([strings, strings], dim=1)
+
+    for _ in range(steps):
+        optimizer.zero_grad()
+        model.loss(batch()).loss.backward()
+        optimizer.step()
+    x = batch()
+    with torch.no_grad():
+        logits = model(x)[:, 28:]  # the second copy after its first 4 bytes (the order-4 context)
+    return F.cross_entropy(logits.reshape(-1, 256), x[:, 28:].reshape(-1)).item() / math.log(2)
+
+
+def test_in_context_continuations_let_a_model_recall_beyond_its_attention_span():
+    assert copy_bpb((4,)) < 1.0
+    assert copy_bpb(()) > 6.0  # random bytes are 8 bits each: without continuations nearly nothing is recalled
+
+
 # ---- save / load -------------------------------------------------------------------------------------
 
 def test_save_load_round_trip(tmp_path):
@@ -175,6 +203,10 @@ def damage(directory, how):
         config.write_text(json.dumps(values))
     elif how == "invalid config JSON":
         config.write_text("{not json")
+    elif how == "config too large to allocate":
+        values = json.loads(config.read_text())
+        values["d_model"] = 2 ** 70
+        config.write_text(json.dumps(values))
     elif how == "invalid config value":
         values = json.loads(config.read_text())
         values["head"] = "transformer"
@@ -184,7 +216,8 @@ def damage(directory, how):
 
 DAMAGE = ["missing directory", "missing config", "missing weights", "truncated weights", "corrupt header",
           "corrupt tensor bytes", "empty weights", "config does not match weights",
-          "layer count does not match weights", "unknown config key", "invalid config JSON", "invalid config value"]
+          "layer count does not match weights", "unknown config key", "invalid config JSON", "invalid config value",
+          "config too large to allocate"]
 
 
 @pytest.mark.parametrize("how", DAMAGE)

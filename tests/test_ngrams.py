@@ -5,6 +5,10 @@ from agiformer.errors import AGIFormerError
 from agiformer.models import AGIFormerConfig
 from agiformer.nn import ByteNgramEmbedding
 from agiformer.ops import ngram_ids
+from agiformer.ops.byte_continuation import (
+    NO_CONTINUATION, continuation_ids, continuation_step, continuation_table, continuation_write,
+    initial_continuation_table, naive_continuation_ids,
+)
 
 
 def test_an_ngram_id_depends_on_its_last_bytes_only():
@@ -40,3 +44,35 @@ def test_ngram_head_options_are_checked():
         AGIFormerConfig.preset("tiny", head_ngrams=1)
     with pytest.raises(AGIFormerError, match="head_ngrams"):
         AGIFormerConfig.preset("tiny", head="mlp", head_ngrams=3)
+
+
+@pytest.mark.parametrize("buckets", [5, 1 << 18])  # 5: contexts collide, and both forms must agree on it
+@pytest.mark.parametrize("order", [1, 2, 4, 9])
+def test_continuations_parallel_reference_and_streaming_agree(order, buckets):
+    alphabet = 3 if order < 9 else 2  # small, so contexts recur: most positions have a continuation
+    x = torch.randint(0, alphabet, (3, 200), generator=torch.Generator().manual_seed(order))
+    fast = continuation_ids(x, order, buckets)
+    assert torch.equal(fast, naive_continuation_ids(x, order, buckets))
+    assert (fast != NO_CONTINUATION).float().mean() > 0.1
+    table, history, streamed = initial_continuation_table(3, buckets), torch.full((3, order), 256), []
+    for t in range(200):
+        streamed.append(continuation_step(table, history, order))
+        continuation_write(table, history, x[:, t], order)
+        history = torch.cat([history[:, 1:], x[:, t:t + 1]], dim=1)
+        if t in (0, 57, 199):  # the table built at once from a prefix is the one written byte by byte
+            assert torch.equal(continuation_table(x[:, :t + 1], order, buckets), table)
+    assert torch.equal(torch.stack(streamed, dim=1), fast)
+
+
+def test_a_continuation_is_the_byte_after_the_last_earlier_occurrence():
+    x = torch.tensor([list(b"abcdefgh abcdefgX abcdefg")])
+    found = bytes(b if b != NO_CONTINUATION else ord(".") for b in continuation_ids(x, 4, 1 << 18)[0].tolist())
+    assert found == b".............efgh....defg"  # "abcd" → e (twice), "defg" → h, then X after the second one
+    assert continuation_ids(x[:, :0], 4, 64).shape == (1, 0)
+
+
+def test_continuation_head_options_are_checked():
+    for bad in [dict(head_continuations=(0,)), dict(head_continuations=(2, 2)),
+                dict(head="mlp", head_continuations=(4,))]:
+        with pytest.raises(AGIFormerError, match="head_continuations"):
+            AGIFormerConfig.preset("tiny", **bad)

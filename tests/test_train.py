@@ -82,6 +82,21 @@ def test_resume_after_a_signal_repeats_the_uninterrupted_losses(toy_data, tmp_pa
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
 
 
+def test_a_signal_during_the_last_step_ends_a_complete_run(toy_data, tmp_path):
+    trainer = Trainer(toy_recipe(steps=4), data_dir=toy_data, out_dir=tmp_path, progress=False)
+    original_step = trainer.train_step
+
+    def step_then_signal(step):
+        row = original_step(step)
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return row
+
+    trainer.train_step = step_then_signal
+    summary = trainer.train()
+    assert summary["steps"] == 4 and not summary["stopped_early"] and summary["stopped_by"] is None
+
+
 def test_resume_after_a_kill_mid_append_drops_the_partial_metrics_line(toy_data, tmp_path, capsys):
     recipe = toy_recipe(steps=6, checkpoint_every=3, eval_every=3)
     Trainer(recipe, data_dir=toy_data, out_dir=tmp_path / "straight", progress=False).train()
@@ -117,6 +132,9 @@ def test_resume_with_a_changed_recipe_is_refused_unless_allowed_and_then_recorde
     change = next(r for r in read_metrics(tmp_path / "metrics.jsonl") if r["kind"] == "recipe_change")
     assert change["step"] == 2 and change["changes"]["lr"] == [3e-3, 1e-3]
     assert json.loads((tmp_path / "recipe.json").read_text())["lr"] == 1e-3
+    with pytest.raises(AGIFormerError, match=r"\(steps 4 → 6\); resume with the run's own recipe \(pass --steps 4 again\)"):
+        Trainer(toy_recipe(steps=6, lr=1e-3, stages=[dict(name="first", corpora={"toy": 1.0}, plasticity=0.7)]),
+                data_dir=toy_data, out_dir=tmp_path, resume=True, progress=False)
 
 
 def test_resume_refuses_an_optimizer_state_of_the_wrong_shape(toy_data, tmp_path):

@@ -23,6 +23,7 @@ from agiformer.nn import (
     NO_BYTE, AdaptiveReasoning, BlockState, GRUByteHead, HebbianMemory, HybridBlock, MLPByteHead, PatchEncoder,
 )
 from agiformer.nn.reasoning import ReasoningOutput, no_reasoning
+from agiformer.ops.byte_continuation import NO_CONTINUATION
 from agiformer.models.outputs import LossOutput
 from agiformer.models.pretrained import load_model, save_model
 
@@ -52,7 +53,8 @@ class AGIFormer(nn.Module):
                                            halt_bias_init=c.halt_bias_init, norm_eps=c.norm_eps) \
             if c.reasoning_steps > 0 else None
         self.final_norm = nn.RMSNorm(c.d_model, eps=c.norm_eps)
-        self.head = GRUByteHead(dim=c.d_model, patch_size=c.patch_size, hidden=c.head_hidden, ngram_order=c.head_ngrams) \
+        self.head = GRUByteHead(dim=c.d_model, patch_size=c.patch_size, hidden=c.head_hidden, ngram_order=c.head_ngrams,
+                                continuation_orders=c.head_continuations) \
             if c.head == "gru" else MLPByteHead(dim=c.d_model, patch_size=c.patch_size, hidden=c.head_hidden)
 
     def _build_memory(self) -> nn.Module:
@@ -101,7 +103,11 @@ class AGIFormer(nn.Module):
         h, _, reasoning = self.backbone(self.context_latents(x[:, :(N - 1) * P]), plasticity=plasticity, effort=effort)
         K = self.head.history_bytes
         history = F.pad(x, (K, N * P - L), value=NO_BYTE).unfold(1, K, 1)[:, :N * P]  # bytes t−K … t−1 for each t
-        logits = self.head(h, history.reshape(B, N, P, K)).reshape(B, N * P, 256)[:, :L]
+        continuations = None
+        if self.head.continuations is not None:  # (B, L, C) → patches, NO_CONTINUATION past the end
+            ids = self.head.continuations.ids(x)
+            continuations = F.pad(ids, (0, 0, 0, N * P - L), value=NO_CONTINUATION).view(B, N, P, -1)
+        logits = self.head(h, history.reshape(B, N, P, K), continuations).reshape(B, N * P, 256)[:, :L]
         return ModelOutput(logits, reasoning)
 
     def forward(self, x: torch.Tensor, *, plasticity: float | None = None, effort: float | None = None) -> torch.Tensor:

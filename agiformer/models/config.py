@@ -85,6 +85,7 @@ class AGIFormerConfig(ConfigMixin):
     head: str = "gru"                   # byte head: "gru" (intra-patch autoregressive, v1) or "mlp" (parallel, v2)
     head_hidden: int = 256
     head_ngrams: int = 0                # GRU head: hashed n-grams of orders 2 … head_ngrams of the bytes before each byte; 0 = none
+    head_continuations: tuple[int, ...] = ()  # GRU head: for each order n, the byte after the last earlier occurrence of the n bytes before
     reasoning_steps: int = 3            # most refinement steps per position (effort 1); 0 = no reasoning block
     act_threshold: float = 0.99         # cumulative halting probability that stops a position at effort 1
     effort_threshold_shift: float = 0.5  # threshold lowered by (1 − effort)·shift
@@ -100,6 +101,7 @@ class AGIFormerConfig(ConfigMixin):
     def __post_init__(self):
         self.check_types()
         self.train_effort_range = tuple(self.train_effort_range)
+        self.head_continuations = tuple(self.head_continuations)
         problems = []
         if self.n_heads >= 1 and (self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2):
             problems.append(f"d_model {self.d_model} must split into n_heads {self.n_heads} heads of even size")
@@ -120,6 +122,10 @@ class AGIFormerConfig(ConfigMixin):
                             f"got {self.act_threshold}, {self.effort_threshold_shift}")
         if self.head_ngrams < 0 or self.head_ngrams == 1 or (self.head_ngrams and self.head != "gru"):
             problems.append(f"head_ngrams must be 0 or ≥ 2, with the GRU head, got {self.head_ngrams} ({self.head} head)")
+        if self.head_continuations and (self.head != "gru" or min(self.head_continuations) < 1
+                                        or len(set(self.head_continuations)) != len(self.head_continuations)):
+            problems.append(f"head_continuations must be distinct orders ≥ 1, with the GRU head, got "
+                            f"{list(self.head_continuations)} ({self.head} head)")
         if self.reasoning_steps < 0:
             problems.append(f"reasoning_steps must be ≥ 0, got {self.reasoning_steps}")
         if not 0 <= self.encoder_overlap <= self.patch_size:

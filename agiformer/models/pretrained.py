@@ -21,6 +21,18 @@ def model_classes() -> dict:
     return {cls.config_class.model_type: cls for cls in (AGIFormer, ByteGPT)}
 
 
+def build_model(config):
+    """The model a config describes; a config too large to allocate is a one-line error, not a traceback."""
+    try:
+        return model_classes()[config.model_type](config)
+    except (RuntimeError, TypeError, OverflowError, MemoryError) as error:
+        if isinstance(error, (RuntimeError, TypeError)) and not any(
+                word in str(error) for word in ("allocate", "Overflow", "overflow")):
+            raise
+        raise AGIFormerError(f"the {config.model_type} model of this config does not fit in memory ("
+                             f"{str(error).splitlines()[0][:160]}); choose smaller sizes") from None
+
+
 def save_model(model, directory: str | Path) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -43,7 +55,7 @@ def load_model(directory: str | Path, *, expected: type | None = None, map_locat
         raise AGIFormerError(f"{directory} holds a {model_type} model, not {expected.config_class.model_type}")
     config = cls.config_class.from_dict(values)
     tensors = load_tensors(directory / WEIGHTS_FILE)
-    model = cls(config)
+    model = build_model(config)
     check_weights_match(model.state_dict(), tensors, directory / WEIGHTS_FILE)
     model.load_state_dict(tensors)
     return model.to(map_location).eval()

@@ -2,7 +2,7 @@
 
 A `ByteStream` carries exactly what the next byte needs: each block's memory state and rolling
 KV cache, the bytes of the patch being decoded, the encoder's left context, the last bytes the head reads,
-and the head's state.
+the head's state, and the tables of its in-context continuations where it reads them.
 Completing a patch costs one encoder call and one backbone step; the prefix is never re-run.
 """
 
@@ -46,6 +46,9 @@ class ByteStream:
             h, self.states, _ = model.backbone(latents, plasticity=self.plasticity, effort=self.effort)
         self.left_context = list(prompt[:whole][-model.config.encoder_overlap:]) if model.config.encoder_overlap else []
         self.history = ([NO_BYTE] * model.head.history_bytes + list(prompt[:whole]))[-model.head.history_bytes:]
+        self.continuations = model.head.continuations
+        self.continuation_tables = self.continuations.start(self._tensor(prompt[:whole])) \
+            if self.continuations is not None else None
         self._begin_patch(h[:, -1])
         for byte in prompt[whole:]:
             self.push(byte)
@@ -63,7 +66,10 @@ class ByteStream:
         """Logits (256,) of the next byte."""
         if self._next is None:
             with inference(self.model):
-                self._next = self.model.head.step(self.head_state, self._tensor(self.history), len(self.pending))
+                history = self._tensor(self.history)
+                continuations = self.continuations.step_ids(self.continuation_tables, history) \
+                    if self.continuations is not None else None
+                self._next = self.model.head.step(self.head_state, history, len(self.pending), continuations)
         return self._next[0][0]
 
     def push(self, byte: int) -> None:
@@ -74,6 +80,8 @@ class ByteStream:
         self.head_state = self._next[1]
         self._next = None
         self.pending.append(byte)
+        if self.continuations is not None:
+            self.continuations.write(self.continuation_tables, self._tensor(self.history), self._tensor([byte])[0])
         self.history = self.history[1:] + [byte]
         model, overlap = self.model, self.model.config.encoder_overlap
         if len(self.pending) == model.config.patch_size:

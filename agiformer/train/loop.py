@@ -117,8 +117,8 @@ class TrainingLoop:
             changes = recipe_changes(self.out_dir / "recipe.json", recipe)
             if changes and not allow_recipe_change:
                 raise AGIFormerError(f"the recipe changed since {self.out_dir} started ({describe_changes(changes)}); "
-                                     "resume with the run's own recipe, or pass --allow-recipe-change to go on "
-                                     "with the new values")
+                                     f"resume with the run's own recipe{length_hint(changes)}, or pass "
+                                     "--allow-recipe-change to go on with the new values")
             if self.dist.is_main:  # drop metrics logged after the checkpoint: they will be produced again
                 kept = [r for r in read_metrics(self.metrics_path) if r.get("step", 0) <= self.state["step"]]
                 if changes:
@@ -207,8 +207,11 @@ class TrainingLoop:
                 last = step == recipe.steps
                 if not planned_now and (step % recipe.eval_interval() == 0 or last):
                     last_val = self.validation_event()
-                stop = self.dist.sum([float(self.stop_requested)])[0] > 0
-                self.stop_requested = stop  # every process reports the stop, the ones without a signal too
+                # every process reports the stop, the ones without a signal too; a signal during the last
+                # step stops nothing: the run is complete
+                stop = self.dist.sum([float(self.stop_requested)])[0] > 0 and not last
+                self.stop_requested = stop
+                self.stop_signal = self.stop_signal if stop else None
                 if not planned_now and (step % recipe.checkpoint_interval() == 0 or last or stop or step == end):
                     self.save_last()
                 bar.update(1)
@@ -301,6 +304,12 @@ def flatten(values, prefix: str = "") -> dict:
     if isinstance(values, list) and any(isinstance(item, (dict, list)) for item in values):
         return {k: v for i, item in enumerate(values) for k, v in flatten(item, f"{prefix}[{i}]").items()}
     return {prefix: values}
+
+
+def length_hint(changes: dict) -> str:
+    """' (pass --steps 20 again)' when the change is a length the run was started with from the command line."""
+    given = [f"--{key} {old:g}" for key, (old, _) in changes.items() if key in ("steps", "minutes") and old]
+    return f" (pass {' '.join(given)} again)" if given else ""
 
 
 def recipe_changes(saved_path: Path, recipe: dict) -> dict:

@@ -20,7 +20,7 @@ from torch import nn
 from agiformer.data import load_split, mixture_windows
 from agiformer.errors import AGIFormerError
 from agiformer.eval.bpb import count_characters, evaluate_bpb
-from agiformer.models.pretrained import model_classes
+from agiformer.models import build_model
 from agiformer.precision import PrecisionChoice, autocast, choose_precision
 from agiformer.train.distributed import Distributed
 from agiformer.train.loop import TrainingLoop
@@ -77,7 +77,7 @@ class Trainer(TrainingLoop):
 
         torch.manual_seed(recipe.seed)
         self.config = recipe.model_config()
-        self.model = model_classes()[self.config.model_type](self.config).to(self.device)
+        self.model = build_model(self.config).to(self.device)
         self.optimizer = optimizer_for(self.model, recipe)
         self.generators = {"data": torch.Generator().manual_seed(recipe.seed),
                            "effort": torch.Generator().manual_seed(recipe.seed + 1)}
