@@ -10,7 +10,7 @@ from agiformer import AGIFormer, AGIFormerConfig
 from agiformer.nn import NO_BYTE, AdaptiveReasoning, GRUByteHead, HebbianMemory, HybridBlock, MLPByteHead, PatchEncoder
 from agiformer.nn.attention import WindowAttention
 from agiformer.nn import continuation
-from agiformer.ops.byte_continuation import NO_CONTINUATION
+from agiformer.ops import NO_CONTINUATION
 from tests.helpers import LEAK, ROUNDING, output_change, with_byte_changed, with_vector_changed, worst_byte_leak
 
 torch.manual_seed(0)

@@ -5,7 +5,7 @@ from agiformer.errors import AGIFormerError
 from agiformer.models import AGIFormerConfig
 from agiformer.nn import ByteNgramEmbedding
 from agiformer.ops import ngram_ids
-from agiformer.ops.byte_continuation import (
+from agiformer.ops import (
     NO_CONTINUATION, continuation_ids, continuation_step, continuation_table, continuation_write,
     initial_continuation_table, naive_continuation_ids,
 )

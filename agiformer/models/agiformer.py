@@ -23,7 +23,6 @@ from agiformer.nn import (
     NO_BYTE, AdaptiveReasoning, BlockState, GRUByteHead, HebbianMemory, HybridBlock, MLPByteHead, PatchEncoder,
 )
 from agiformer.nn.reasoning import ReasoningOutput, no_reasoning
-from agiformer.ops.byte_continuation import NO_CONTINUATION
 from agiformer.models.outputs import LossOutput
 from agiformer.models.pretrained import load_model, save_model
 
@@ -103,10 +102,8 @@ class AGIFormer(nn.Module):
         h, _, reasoning = self.backbone(self.context_latents(x[:, :(N - 1) * P]), plasticity=plasticity, effort=effort)
         K = self.head.history_bytes
         history = F.pad(x, (K, N * P - L), value=NO_BYTE).unfold(1, K, 1)[:, :N * P]  # bytes t−K … t−1 for each t
-        continuations = None
-        if self.head.continuations is not None:  # (B, L, C) → patches, NO_CONTINUATION past the end
-            ids = self.head.continuations.ids(x)
-            continuations = F.pad(ids, (0, 0, 0, N * P - L), value=NO_CONTINUATION).view(B, N, P, -1)
+        continuations = self.head.continuations.ids(x, length=N * P).view(B, N, P, -1) \
+            if self.head.continuations is not None else None
         logits = self.head(h, history.reshape(B, N, P, K), continuations).reshape(B, N * P, 256)[:, :L]
         return ModelOutput(logits, reasoning)
 

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-NO_BYTE = 256  # embedding index with a fixed zero vector: left padding before the first byte
+from agiformer.ops import NO_BYTE  # embedding index with a fixed zero vector: left padding before the first byte
 
 
 class Patches(NamedTuple):

@@ -14,10 +14,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from agiformer.ops.byte_ngrams import ngram_ids
+from agiformer.ops.byte_ngrams import NO_BYTE, ngram_ids
 
-NO_CONTINUATION = 256
-NO_BYTE = 256
+NO_CONTINUATION = 256  # the id where a context never occurred before
 
 
 def context_ids(x: torch.Tensor, order: int, buckets: int) -> torch.Tensor:

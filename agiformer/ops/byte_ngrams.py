@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+NO_BYTE = 256              # the entry of a history before the first byte (the encoder's zero embedding row)
 MULTIPLIER = 2654435761    # Knuth's multiplicative hash constant (odd, ≈ 2^32 / φ)
 MODULUS = 2 ** 31 - 1      # a prime: the polynomial is reduced by it before mixing, so nothing overflows int64
 
