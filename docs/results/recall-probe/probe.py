@@ -1,5 +1,6 @@
-"""Feasibility: train the en-wiki-baseline model on en-wiki windows with planted facts; recall vs distance."""
-import random, sys, time, json
+"""Feasibility probe (docs/results/recall.md): train the en-wiki-baseline model on en-wiki windows with planted facts, then recall vs distance.
+Run from the repository root: python docs/results/recall-probe/probe.py hybrid 400 2048 out.json 4 bf16 [dense] [copy]"""
+import json, os, random, sys, time
 import numpy as np, torch
 from agiformer.data import load_split
 from agiformer.eval.recall import recall_accuracy, SYLLABLES
@@ -15,7 +16,7 @@ cfg = AGIFormerConfig.preset("v2", d_model=256, n_layers=4, n_heads=4, window=64
                               head_ngrams=6, mixer=mixer)
 model = AGIFormer(cfg)
 if len(sys.argv) > 8:
-    sys.path.insert(0, '/tmp/probe'); import copyfeat as C; C.install(model)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__))); import copyfeat as C; C.install(model)
 train = load_split("data", "en-wiki", "train"); test = load_split("data", "en-wiki", "test")
 rng = random.Random(0)
 
