@@ -73,10 +73,9 @@ class MLPByteHead(nn.Module):
         super().__init__()
         self.patch_size = patch_size
         self.history_bytes = 1
+        self.continuations = None  # reads no in-context continuations
         self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
                                  nn.Linear(hidden, patch_size * 256))
-
-    continuations = None
 
     def forward(self, h: torch.Tensor, history: torch.Tensor, continuations: torch.Tensor | None = None) -> torch.Tensor:
         B, N, _ = h.shape

@@ -25,16 +25,23 @@ def context_ids(x: torch.Tensor, order: int, buckets: int) -> torch.Tensor:
     return ngram_ids(history, order, buckets)
 
 
+def sorted_contexts(x: torch.Tensor, order: int, buckets: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(keys, positions): every flat position of x (B, L) sorted by its context's key (bucket, made
+    distinct per row), and by position within a context; keys are in that sorted order."""
+    B = x.shape[0]
+    keys = (context_ids(x, order, buckets) + torch.arange(B, device=x.device)[:, None] * buckets).flatten()
+    positions = torch.sort(keys, stable=True).indices
+    return keys[positions], positions
+
+
 def continuation_ids(x: torch.Tensor, order: int, buckets: int) -> torch.Tensor:
     """(B, L) continuation of each position's context in bytes x (B, L); depends on bytes < t only."""
-    B, L = x.shape
-    keys = (context_ids(x, order, buckets) + torch.arange(B, device=x.device)[:, None] * buckets).flatten()
-    order_of = torch.sort(keys, stable=True).indices  # by context, and by position within a context
-    same = keys[order_of][1:] == keys[order_of][:-1]
-    later, earlier = order_of[1:][same], order_of[:-1][same]  # each occurrence and the one just before it
-    out = torch.full_like(keys, NO_CONTINUATION)
+    keys, positions = sorted_contexts(x, order, buckets)
+    same = keys[1:] == keys[:-1]
+    later, earlier = positions[1:][same], positions[:-1][same]  # each occurrence and the one just before it
+    out = torch.full((x.numel(),), NO_CONTINUATION, dtype=x.dtype, device=x.device)
     out[later] = x.flatten()[earlier]  # the byte that followed the earlier occurrence of the context
-    return out.view(B, L)
+    return out.view(x.shape)
 
 
 def naive_continuation_ids(x: torch.Tensor, order: int, buckets: int) -> torch.Tensor:
@@ -67,14 +74,11 @@ def continuation_write(table: torch.Tensor, history: torch.Tensor, byte: torch.T
 
 def continuation_table(x: torch.Tensor, order: int, buckets: int) -> torch.Tensor:
     """The streaming table after bytes x (B, L): for each context bucket, the byte that followed its last occurrence."""
-    B, L = x.shape
-    table = initial_continuation_table(B, buckets, device=x.device)
-    if L == 0:
+    table = initial_continuation_table(x.shape[0], buckets, device=x.device)
+    if x.shape[1] == 0:
         return table
-    keys = (context_ids(x, order, buckets) + torch.arange(B, device=x.device)[:, None] * buckets).flatten()
-    order_of = torch.sort(keys, stable=True).indices
-    sorted_keys = keys[order_of]
-    last = torch.ones_like(sorted_keys, dtype=torch.bool)
-    last[:-1] = sorted_keys[1:] != sorted_keys[:-1]  # the latest position of each context
-    table.view(-1)[sorted_keys[last]] = x.flatten()[order_of[last]].to(table.dtype)
+    keys, positions = sorted_contexts(x, order, buckets)
+    last = torch.ones_like(keys, dtype=torch.bool)
+    last[:-1] = keys[1:] != keys[:-1]  # the latest position of each context
+    table.view(-1)[keys[last]] = x.flatten()[positions[last]].to(table.dtype)
     return table
