@@ -59,8 +59,10 @@ def test_curriculum_run_writes_checkpoints_metrics_and_curves(toy_data, tmp_path
     assert (tmp_path / "curves.png").stat().st_size > 10_000
 
 
-def test_resume_after_a_signal_repeats_the_uninterrupted_losses(toy_data, tmp_path):
-    recipe = toy_recipe(steps=8, checkpoint_every=100, eval_every=4)
+@pytest.mark.parametrize("facts", [0.0, 0.5])
+def test_resume_after_a_signal_repeats_the_uninterrupted_losses(toy_data, tmp_path, facts):
+    recipe = toy_recipe(steps=8, checkpoint_every=100, eval_every=4, seq_len=128,
+                        stages=[dict(name="only", corpora={"toy": 1.0}, facts=facts)])
     Trainer(recipe, data_dir=toy_data, out_dir=tmp_path / "straight", progress=False).train()
 
     interrupted = Trainer(recipe, data_dir=toy_data, out_dir=tmp_path / "split", progress=False)
@@ -80,6 +82,21 @@ def test_resume_after_a_signal_repeats_the_uninterrupted_losses(toy_data, tmp_pa
     straight = AGIFormer.from_pretrained(tmp_path / "straight" / "last").state_dict()
     resumed = AGIFormer.from_pretrained(tmp_path / "split" / "last").state_dict()
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_a_stage_with_facts_trains_on_rows_that_carry_them_and_validates_on_plain_text(toy_data, tmp_path):
+    recipe = toy_recipe(steps=4, seq_len=128, stages=[dict(name="plain", corpora={"toy": 1.0}, share=0.5),
+                                                       dict(name="facts", corpora={"toy": 1.0}, share=0.5, facts=1.0)])
+    trainer = Trainer(recipe, data_dir=toy_data, out_dir=tmp_path, progress=False)
+    seen, forward = [], trainer.step_module.forward
+    trainer.step_module.forward = lambda rows, *args: (seen.append(bytes(rows.flatten().tolist())), forward(rows, *args))[1]
+    trainer.train()
+    with_digits = [any(chr(b).isdigit() for b in rows) for rows in seen]  # the toy corpus has no digits
+    assert with_digits[:len(seen) - 2] == [False] * (len(seen) - 2) and with_digits[-2:] == [True, True]
+    with pytest.raises(AGIFormerError, match="plants facts of up to"):
+        toy_recipe(stages=[dict(name="facts", corpora={"toy": 1.0}, facts=0.5)])  # 64-byte windows
+    with pytest.raises(AGIFormerError, match=r"facts must be in \[0, 1\]"):
+        toy_recipe(seq_len=128, stages=[dict(name="facts", corpora={"toy": 1.0}, facts=1.5)])
 
 
 def test_a_signal_during_the_last_step_ends_a_complete_run(toy_data, tmp_path):

@@ -7,11 +7,13 @@ from agiformer.data.build import SEPARATOR, BuildResult, build_corpus, build_use
 from agiformer.data.compressors import compression_baselines, corpus_compression_baselines
 from agiformer.data.corpora import CORPORA, PINNED_PACKAGES
 from agiformer.data.dataset import disjoint_windows, list_corpora, load_split, mixture_windows, random_windows
+from agiformer.data.facts import LONGEST_FACT, plant_facts
 from agiformer.data.manifest import SPLITS, read_manifest
 
 __all__ = [
     "CORPORA",
     "PINNED_PACKAGES",
+    "LONGEST_FACT",
     "SEPARATOR",
     "SPLITS",
     "BuildResult",
@@ -23,6 +25,7 @@ __all__ = [
     "list_corpora",
     "load_split",
     "mixture_windows",
+    "plant_facts",
     "random_windows",
     "read_manifest",
 ]

@@ -17,17 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from agiformer.data.facts import RECALL_TEMPLATE, SYLLABLES, fact_key, fact_text
 from agiformer.errors import AGIFormerError
-
-SYLLABLES = ["ka", "lo", "mi", "ren", "tu", "vex", "zor", "dal", "qui", "sen", "bra", "nok"]
 
 
 def needle_sample(filler: np.ndarray, distance: int, rng: random.Random, *, lead: int = 64) -> tuple[bytes, bytes]:
     """(context ending right before the answer, answer) with the needle `distance` bytes before the answer."""
-    key = "".join(rng.choice(SYLLABLES) for _ in range(3)).capitalize()
+    key = fact_key([rng.randrange(len(SYLLABLES)) for _ in range(3)])
     value = f"{rng.randrange(10000, 100000)}"
-    needle = f" The secret number of {key} is {value}. ".encode()
-    question = f" What is the secret number of {key}? The secret number of {key} is ".encode()
+    needle, question = fact_text(RECALL_TEMPLATE, key, value)
     gap = max(0, distance - len(question))
     need = lead + gap
     if len(filler) < need + 1:
@@ -84,6 +82,9 @@ def plot_recall(reports: dict[str, list[dict]], span_bytes: int, png_path: Path)
     ax.axvline(span_bytes, color="gray", linestyle=":", label=f"attention span ({span_bytes} B)")
     ax.axhline(10, color="lightgray", linestyle="-", linewidth=0.8, label="chance per digit (10%)")
     ax.set_xscale("log")
+    distances = sorted({r["distance"] for rows in reports.values() for r in rows})
+    ax.set_xticks(distances, [f"{d:,}" for d in distances])
+    ax.minorticks_off()
     ax.set_xlabel("needle distance (bytes before the answer)")
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(-3, 103)

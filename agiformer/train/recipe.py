@@ -16,6 +16,7 @@
     corpora = { "en-dict" = 1.0 }       # corpus → sampling weight
     plasticity = 0.1
     share = 0.15                        # fraction of the steps
+    facts = 0.25                        # fraction of rows carrying a planted fact (data/facts.py)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from agiformer.data import LONGEST_FACT
 from agiformer.errors import AGIFormerError
 from agiformer.models import AGIFormerConfig, ByteGPTConfig
 from agiformer.precision import PRECISIONS
@@ -106,6 +108,7 @@ class Stage:
     corpora: dict[str, float]
     plasticity: float = 0.99
     share: float = 1.0
+    facts: float = 0.0               # fraction of rows carrying a planted fact: a statement, later its question and answer
 
 
 @dataclass
@@ -182,6 +185,11 @@ class Recipe(Schedule):
                 problems.append(f"stage '{stage.name}' plasticity must be in (0, 1], got {stage.plasticity}")
             if stage.share <= 0:
                 problems.append(f"stage '{stage.name}' share must be > 0, got {stage.share}")
+            if not 0 <= stage.facts <= 1:
+                problems.append(f"stage '{stage.name}' facts must be in [0, 1] (a fraction of the rows), got {stage.facts}")
+            elif stage.facts and self.seq_len < LONGEST_FACT:
+                problems.append(f"stage '{stage.name}' plants facts of up to {LONGEST_FACT} bytes: "
+                                f"use seq_len ≥ {LONGEST_FACT} or facts = 0")
         for name in ("batch_size", "seq_len", "grad_accum"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be ≥ 1, got {getattr(self, name)}")

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from agiformer.data import load_split, mixture_windows
+from agiformer.data import load_split, mixture_windows, plant_facts
 from agiformer.errors import AGIFormerError
 from agiformer.eval.bpb import count_characters, evaluate_bpb
 from agiformer.models import build_model
@@ -115,6 +115,7 @@ class Trainer(TrainingLoop):
             # depend on the number of processes
             batch = mixture_windows(self.stage_data[stage_index], list(stage.corpora.values()), recipe.batch_size,
                                     recipe.seq_len, self.generators["data"])
+            batch = plant_facts(batch, stage.facts, self.generators["data"])
             rows = batch.chunk(self.dist.world_size)[self.dist.rank].to(self.device)
             sync = micro == recipe.grad_accum - 1 or self.dist.world_size == 1
             with self.step_module.no_sync() if not sync else contextlib.nullcontext():
