@@ -5,6 +5,7 @@ import re
 import pytest
 import torch
 
+from agiformer import AGIFormerError
 from agiformer.data import LONGEST_FACT, plant_facts
 from agiformer.data.facts import RECALL_TEMPLATE, TRAINING_TEMPLATES, planted_row
 
@@ -70,5 +71,5 @@ def test_the_evaluation_phrasing_is_held_out_of_training():
 
 def test_a_row_too_short_for_a_fact_is_a_clear_error():
     planted_row(list(range(LONGEST_FACT)), torch.Generator().manual_seed(0))  # the longest fact fits
-    with pytest.raises(Exception, match="planted fact needs up to"):
+    with pytest.raises(AGIFormerError, match="planted fact needs up to"):
         planted_row([97] * 40, torch.Generator().manual_seed(0))
