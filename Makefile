@@ -1,4 +1,4 @@
-# `make test`: create .venv, install torch (CPU build, before the project so pip never swaps it), then the suite.
+# `make test`: create .venv, install torch (CPU build, before the project so pip never swaps it), then ruff and the suite.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -16,6 +16,7 @@ $(VENV)/.installed: pyproject.toml requirements-corpora.txt
 install: $(VENV)/.installed
 
 test: install
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
 clean:
