@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from agiformer.ops import (
-    apply_rotary, blockwise_window_attention, chunked_hebbian, hebbian_step, naive_hebbian, naive_window_attention,
-    rolling_kv_from_sequence, rotary_angles, window_attention_step,
+    apply_rotary, blockwise_window_attention, chunked_hebbian, embedding_sum, hebbian_step, naive_embedding_sum,
+    naive_hebbian, naive_window_attention, rolling_kv_from_sequence, rotary_angles, window_attention_step,
 )
 
 ALPHAS = [0.1, 0.5, 0.99, 1.0]
@@ -121,3 +121,24 @@ def test_rotary_scores_depend_on_relative_position_only():
 
     assert abs(score(5, 2) - score(105, 102)) < 1e-9
     assert abs(score(5, 2) - score(5, 3)) > 1e-3
+
+
+@pytest.mark.parametrize("shape", [(2, 7, 4, 5), (3, 1), (2, 0, 3)])
+def test_embedding_sum_equals_lookup_then_add(shape):
+    g = torch.Generator().manual_seed(len(shape))
+    weight = torch.randn(50, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    ids = torch.randint(0, 50, shape, generator=g)
+    ids.view(-1)[:2] = 7  # a row used twice in one sum: its gradient adds up
+    upstream = torch.randn(*shape[:-1], 6, generator=g, dtype=torch.float64)
+    fused, plain = embedding_sum(ids, weight), naive_embedding_sum(ids, weight)
+    assert fused.shape == plain.shape
+    (fused_grad,) = torch.autograd.grad((fused * upstream).sum(), weight)
+    (plain_grad,) = torch.autograd.grad((plain * upstream).sum(), weight)
+    if ids.numel():
+        assert relative_error(fused, plain) <= 1e-12 and relative_error(fused_grad, plain_grad) <= 1e-12
+        # negative control: one id off by one is a real difference, far above rounding
+        wrong = ids.clone()
+        wrong.view(-1)[-1] = (wrong.view(-1)[-1] + 1) % 50
+        assert relative_error(embedding_sum(wrong, weight), plain) > 1e-3
+    else:
+        assert fused.numel() == 0 and fused_grad.abs().max() == 0

@@ -12,7 +12,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from agiformer.ops import (
-    NO_CONTINUATION, continuation_ids, continuation_step, continuation_table, continuation_write,
+    NO_CONTINUATION, continuation_ids, embedding_sum, continuation_step, continuation_table, continuation_write,
 )
 
 CONTINUATION_BUCKETS = 1 << 18  # contexts per order in the streaming table (int16: 512 KiB per order and sequence)
@@ -34,7 +34,7 @@ class ContinuationEmbedding(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """ids (..., C) → (..., dim)."""
         offsets = torch.arange(len(self.orders), device=ids.device) * (NO_CONTINUATION + 1)
-        return self.table(ids + offsets).sum(-2)
+        return embedding_sum(ids + offsets, self.table.weight)
 
     # streaming: one table per order, updated with every byte
 

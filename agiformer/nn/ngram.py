@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from agiformer.ops import ngram_ids
+from agiformer.ops import embedding_sum, ngram_ids
 
 
 class ByteNgramEmbedding(nn.Module):
@@ -27,4 +27,4 @@ class ByteNgramEmbedding(nn.Module):
         """history (..., K ≥ max_order) of bytes (256 = none), most recent last → (..., dim)."""
         ids = torch.stack([ngram_ids(history, order, self.buckets) + (order - 2) * self.buckets
                            for order in range(2, self.max_order + 1)], dim=-1)
-        return self.table(ids).sum(-2)
+        return embedding_sum(ids, self.table.weight)

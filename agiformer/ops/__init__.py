@@ -10,6 +10,7 @@ from agiformer.ops.byte_continuation import (
     naive_continuation_ids,
 )
 from agiformer.ops.byte_ngrams import NO_BYTE, ngram_ids
+from agiformer.ops.embedding_sum import embedding_sum, naive_embedding_sum
 from agiformer.ops.hebbian import chunked_hebbian, hebbian_step, initial_hebbian_state, naive_hebbian
 from agiformer.ops.window_attention import (
     RollingKV,
@@ -26,5 +27,5 @@ __all__ = [
     "blockwise_window_attention", "naive_window_attention", "window_attention_step",
     "RollingKV", "rolling_kv_from_sequence", "rotary_angles", "apply_rotary", "ngram_ids", "NO_BYTE",
     "continuation_ids", "naive_continuation_ids", "continuation_step", "continuation_write", "continuation_table",
-    "initial_continuation_table", "NO_CONTINUATION",
+    "initial_continuation_table", "NO_CONTINUATION", "embedding_sum", "naive_embedding_sum",
 ]
