@@ -38,7 +38,7 @@ demo: install
 # `make bench`: every benchmark in quick mode (a few minutes; the quality and effort benchmarks train on the
 # English corpora, built first); reports in docs/results/quick/.
 # Full mode, for the published figures in docs/results/: drop --quick (see benchmarks/README.md).
-BENCHMARKS := memory_kernel window_attention act_halting model_scaling generation quality effort training_profile
+BENCHMARKS := memory_kernel embedding_sum window_attention act_halting model_scaling generation quality effort training_profile
 
 .PHONY: bench
 bench: install

@@ -40,24 +40,25 @@ from benchmarks.common import (
 
 RECIPES = {"en-wiki": ROOT / "runs" / "en-wiki-baseline.toml", "tr-speech": ROOT / "runs" / "tr.toml",
            "code-py": ROOT / "runs" / "code-py.toml"}
-# byte GPT points (name → model width, depth, training context in bytes, learning rate), with warmup and
-# cosine over the budget: the reference (d 256, 6 layers, context 512, lr 2e-3), then a sweep
+# byte GPT points (name → model width, depth, training context in bytes, learning rate, batch rows), with warmup
+# and cosine over the budget: the reference (d 256, 6 layers, context 512, lr 2e-3), then a sweep
 # around d 192, 4 layers, whose steps are 2.6x faster on an AVX2 EPYC (docs/results/quality-screens.md)
 GPT_SWEEP = {
-    "gpt-d256-l6-c512": (256, 6, 512, 2e-3),
-    "gpt-d192-l4-c512": (192, 4, 512, 2e-3),
-    "gpt-d128-l4-c512": (128, 4, 512, 2e-3),
-    "gpt-d256-l4-c512": (256, 4, 512, 2e-3),
-    "gpt-d192-l4-c256": (192, 4, 256, 2e-3),
-    "gpt-d192-l4-c1024": (192, 4, 1024, 2e-3),
-    "gpt-d192-l4-c512-lr1e-3": (192, 4, 512, 1e-3),
-    "gpt-d192-l4-c512-lr4e-3": (192, 4, 512, 4e-3),
+    "gpt-d256-l6-c512": (256, 6, 512, 2e-3, 4),
+    "gpt-d192-l4-c512": (192, 4, 512, 2e-3, 4),
+    "gpt-d128-l4-c512": (128, 4, 512, 2e-3, 4),
+    "gpt-d256-l4-c512": (256, 4, 512, 2e-3, 4),
+    "gpt-d192-l4-c256": (192, 4, 256, 2e-3, 4),
+    "gpt-d192-l4-c1024": (192, 4, 1024, 2e-3, 4),
+    "gpt-d192-l4-c512-lr1e-3": (192, 4, 512, 1e-3, 4),
+    "gpt-d192-l4-c512-lr4e-3": (192, 4, 512, 4e-3, 4),
+    "gpt-d192-l4-c512-b8": (192, 4, 512, 2e-3, 8),
 }
 SYSTEMS = {
     "agiformer": "the recipe's model: v2 block (gated fusion, input-dependent decay), GRU head reading hashed 2- to 6-grams "
-                 "and in-context continuations of orders 4, 8, 16",
-    **{name: f"byte GPT (full causal attention): d {d}, {layers} layers, context {context}, lr {lr:g}"
-       for name, (d, layers, context, lr) in GPT_SWEEP.items()},
+                 "and in-context continuations of 15 orders (1-64), rows of 2,048 bytes",
+    **{name: f"byte GPT (full causal attention): d {d}, {layers} layers, context {context}, lr {lr:g}, batch {batch}"
+       for name, (d, layers, context, lr, batch) in GPT_SWEEP.items()},
     "attention-only": "AGIFORMER without the memory (mixer = attention)",
     "memory-only": "AGIFORMER without the window attention (mixer = memory)",
     "no-reasoning": "AGIFORMER without the adaptive reasoning loop (reasoning_steps = 0)",
@@ -74,11 +75,11 @@ def system_recipe(path: Path, system: str, *, minutes: float, name: str) -> Reci
     values = recipe.to_dict()
     model = dict(values["model"])
     if system in GPT_SWEEP:
-        d_model, n_layers, context, lr = GPT_SWEEP[system]
+        d_model, n_layers, context, lr, batch_size = GPT_SWEEP[system]
         model = {"type": "byte-gpt", "d_model": d_model, "n_layers": n_layers, "n_heads": d_model // 64}
         # what a user of a plain GPT does: train on the corpus it is scored on, no curriculum
         corpus = recipe.eval_corpus
-        values.update(seq_len=context, lr=lr, stages=[{"name": corpus, "corpora": {corpus: 1.0}, "plasticity": 0.99}])
+        values.update(seq_len=context, lr=lr, batch_size=batch_size, stages=[{"name": corpus, "corpora": {corpus: 1.0}, "plasticity": 0.99}])
     elif system == "constant-alpha":
         values["stages"] = [{**stage, "plasticity": 0.99} for stage in values["stages"]]
     elif system != "agiformer":

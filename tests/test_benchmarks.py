@@ -99,9 +99,10 @@ def test_quality_systems_change_what_they_say(system):
     assert recipe.minutes == 12 and recipe.steps == 0  # the trainer fixes the steps that fit
     assert recipe.eval_every == recipe.checkpoint_every == quality.AT_THE_END_ONLY
     if system in quality.GPT_SWEEP:
-        d_model, n_layers, context, lr = quality.GPT_SWEEP[system]
+        d_model, n_layers, context, lr, batch_size = quality.GPT_SWEEP[system]
         assert isinstance(config, ByteGPTConfig)
-        assert (config.d_model, config.n_layers, recipe.seq_len, recipe.lr) == (d_model, n_layers, context, lr)
+        assert (config.d_model, config.n_layers, recipe.seq_len, recipe.lr, recipe.batch_size) == \
+            (d_model, n_layers, context, lr, batch_size)
         assert f"d {d_model}, {n_layers} layers, context {context}" in quality.SYSTEMS[system]
         assert [stage.corpora for stage in recipe.stages] == [{"en-wiki": 1.0}]  # the scored corpus alone
         return
