@@ -117,6 +117,7 @@ def test_fuzz_bad_inputs_give_one_line_errors(bad_files, checkpoint, toy_data, c
         assert code == 2, (argv, err)
         assert len(err.splitlines()) == 1 and err.startswith("agiformer: error: "), (argv, err)
         assert "Traceback" not in err
+    assert not (toy_data / "x").exists()  # every refused `data build --name x` left nothing behind
 
 
 def test_a_real_process_exits_2_without_traceback(checkpoint):

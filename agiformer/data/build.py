@@ -136,9 +136,10 @@ def _build(
         _log.info("corpus %s in %s is up to date", name, corpus_dir)
         return BuildResult(corpus_dir, manifest, up_to_date=True)
 
-    corpus_dir.mkdir(parents=True, exist_ok=True)
+    # the corpus folder is made only once the sources passed their checks: a refused build leaves nothing behind
+    corpus_dir.parent.mkdir(parents=True, exist_ok=True)
     show_bar = progress and sys.stderr.isatty()
-    with tempfile.TemporaryFile(dir=corpus_dir) as spool:
+    with tempfile.TemporaryFile(dir=corpus_dir.parent) as spool:
         bar = tqdm(desc=f"reading {name}", unit=" docs", disable=not show_bar, file=sys.stderr)
         spans, stats = _spool_documents(documents, spool, bar)
         if not spans:
@@ -150,6 +151,7 @@ def _build(
         splits = assign_splits([digest for _, _, digest in spans], checked_fractions)
         # The sources were read without error; from here on the old build is replaced, and
         # its manifest goes first so it never describes .bin files of a different build.
+        corpus_dir.mkdir(exist_ok=True)
         (corpus_dir / MANIFEST_NAME).unlink(missing_ok=True)
         counts = {split: _write_split(corpus_dir, split, spool, spans, splits) for split in SPLITS}
 
