@@ -96,6 +96,7 @@ VARIANTS = {
     "tiny-v1-like": dict(encoder_overlap=0, fusion="sum", memory_decay="head", head="gru"),
     "tiny-mlp-head": dict(head="mlp", head_hidden=32),
     "tiny-ngram-head": dict(head_ngrams=4),
+    "tiny-ngram-head-4096-buckets": dict(head_ngrams=4, head_ngram_buckets=4096),
     "tiny-p3-window2": dict(patch_size=3, window=2, encoder_overlap=1),
     "tiny-memory-only": dict(mixer="memory"),
     "tiny-attention-only-no-reasoning": dict(mixer="attention", reasoning_steps=0),

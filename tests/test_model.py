@@ -17,6 +17,7 @@ VARIANTS = {
     "gru-overlap0-sum-headdecay": dict(encoder_overlap=0, fusion="sum", memory_decay="head"),
     "mlp-overlap2": dict(head="mlp", head_hidden=32),
     "gru-ngrams4": dict(head_ngrams=4),
+    "gru-ngrams4-256-buckets": dict(head_ngrams=4, head_ngram_buckets=256),
     "gru-continuations": dict(head_ngrams=3, head_continuations=(1, 2, 5)),
     "gru-ngrams3-p3": dict(head_ngrams=3, patch_size=3, encoder_overlap=1, window=2),
     "mlp-p3": dict(head="mlp", head_hidden=32, patch_size=3, encoder_overlap=1, window=2),

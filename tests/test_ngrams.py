@@ -44,6 +44,8 @@ def test_ngram_head_options_are_checked():
         AGIFormerConfig.preset("tiny", head_ngrams=1)
     with pytest.raises(AGIFormerError, match="head_ngrams"):
         AGIFormerConfig.preset("tiny", head="mlp", head_ngrams=3)
+    with pytest.raises(AGIFormerError, match="head_ngram_buckets"):
+        AGIFormerConfig.preset("tiny", head_ngrams=3, head_ngram_buckets=0)
 
 
 @pytest.mark.parametrize("buckets", [5, 1 << 18])  # 5: contexts collide, and both forms must agree on it

@@ -53,7 +53,7 @@ class AGIFormer(nn.Module):
             if c.reasoning_steps > 0 else None
         self.final_norm = nn.RMSNorm(c.d_model, eps=c.norm_eps)
         self.head = GRUByteHead(dim=c.d_model, patch_size=c.patch_size, hidden=c.head_hidden, ngram_order=c.head_ngrams,
-                                continuation_orders=c.head_continuations) \
+                                ngram_buckets=c.head_ngram_buckets, continuation_orders=c.head_continuations) \
             if c.head == "gru" else MLPByteHead(dim=c.d_model, patch_size=c.patch_size, hidden=c.head_hidden)
 
     def _build_memory(self) -> nn.Module:

@@ -85,6 +85,7 @@ class AGIFormerConfig(ConfigMixin):
     head: str = "gru"                   # byte head: "gru" (intra-patch autoregressive, v1) or "mlp" (parallel, v2)
     head_hidden: int = 256
     head_ngrams: int = 0                # GRU head: hashed n-grams of orders 2 … head_ngrams of the bytes before each byte; 0 = none
+    head_ngram_buckets: int = 16384     # rows of the n-gram table per order (n-grams hashed into as many buckets)
     head_continuations: tuple[int, ...] = ()  # GRU head: for each order n, the byte after the last earlier occurrence of the n bytes before
     reasoning_steps: int = 3            # most refinement steps per position (effort 1); 0 = no reasoning block
     act_threshold: float = 0.99         # cumulative halting probability that stops a position at effort 1
@@ -109,7 +110,8 @@ class AGIFormerConfig(ConfigMixin):
                               ("memory_decay", ("head", "input")), ("head", ("gru", "mlp"))):
             if getattr(self, name) not in allowed:
                 problems.append(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("d_model", "n_layers", "n_heads", "patch_size", "window", "memory_chunk_size", "head_hidden"):
+        for name in ("d_model", "n_layers", "n_heads", "patch_size", "window", "memory_chunk_size", "head_hidden",
+                     "head_ngram_buckets"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be ≥ 1, got {getattr(self, name)}")
         for name in ("mlp_ratio", "rope_base", "norm_eps"):

@@ -29,13 +29,14 @@ class GRUByteHead(nn.Module):
     """
 
     def __init__(self, *, dim: int, patch_size: int, hidden: int = 256, ngram_order: int = 0,
-                 continuation_orders: tuple[int, ...] = ()):
+                 ngram_buckets: int = 16384, continuation_orders: tuple[int, ...] = ()):
         super().__init__()
         self.patch_size = patch_size
         self.history_bytes = max(1, ngram_order, *continuation_orders)
         self.latent_proj = nn.Linear(dim, hidden)
         self.byte_embed = nn.Embedding(257, hidden)
-        self.ngrams = ByteNgramEmbedding(dim=hidden, max_order=ngram_order) if ngram_order >= 2 else None
+        self.ngrams = ByteNgramEmbedding(dim=hidden, max_order=ngram_order, buckets=ngram_buckets) \
+            if ngram_order >= 2 else None
         self.continuations = ContinuationEmbedding(dim=hidden, orders=continuation_orders) \
             if continuation_orders else None
         self.gru = nn.GRU(2 * hidden, hidden, batch_first=True)
