@@ -1,7 +1,7 @@
 """The byte head's summed embedding tables: fused `embedding_sum` against lookup-then-add, same run.
 
 Forward + backward of Σ_j E[ids[..., j]] at the shapes of a recipe's head (runs/en-wiki-baseline.toml:
-batch 4 × 2,048 bytes; the n-gram table of 5 orders × 16,384 rows, the continuation table of 15
+batch 4 × 2,048 bytes; the n-gram table of 5 orders × 65,536 rows, the continuation table of 15
 orders × 257 rows; width 256), fp32. The two forms alternate call by call, so whatever else the
 machine does hits both alike; the report gives each median and their ratio, and the largest
 difference between the two outputs and weight gradients.
@@ -25,7 +25,7 @@ from benchmarks.common import (
 )
 
 TABLES = {  # name: (rows, ids per position)
-    "n-grams (orders 2-6)": (5 * 16384, 5),
+    "n-grams (orders 2-6)": (5 * 65536, 5),
     "continuations (15 orders)": (15 * 257, 15),
 }
 

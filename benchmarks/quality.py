@@ -103,6 +103,9 @@ def run_system(system: str, corpus: str, budget_s: float, args) -> dict:
     trainer = Trainer(recipe, data_dir=args.data_dir, out_dir=out_dir, progress=not args.no_progress)
     log(f"{corpus} / {system}: {trainer.precision.describe()}")
     summary = trainer.train()
+    if summary["stopped_early"]:  # a result needs the whole budget: a stopped run is not one
+        raise SystemExit(f"{system}: training stopped by {summary['stopped_by'] or 'a signal'} at step "
+                         f"{summary['steps']}; no result written (remove {out_dir} to measure it again)")
     steps = summary["steps"]
     rows = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if r["kind"] == "train"]

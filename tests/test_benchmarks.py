@@ -3,6 +3,8 @@ comparison in benchmarks/memory_kernel.py is fair), and it reproduces the seed's
 the quality benchmark's systems are the ablations they claim to be; helpers measure what they say."""
 
 import math
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from agiformer import AGIFormer, AGIFormerConfig
 from agiformer.eval.bpb import evaluate_bpb
 from agiformer.models import ByteGPTConfig
 from agiformer.ops import chunked_hebbian, naive_hebbian
+from agiformer.train import Trainer
 from benchmarks import quality, training_profile
 from benchmarks.common import cpu_peak_bytes_dispatch, cpu_peak_bytes_profiler, loglog_slope
 from benchmarks.seed_parallel_memory import seed_parallel_hebbian
@@ -110,6 +113,24 @@ def test_quality_systems_change_what_they_say(system):
     plasticities = [s.plasticity for s in recipe.stages]
     assert plasticities == ([0.99] * len(plasticities) if system == "constant-alpha"
                             else [s.plasticity for s in base.stages])
+
+
+def test_a_quality_run_stopped_by_a_signal_writes_no_result(tmp_path, toy_data, write_toy_recipe, monkeypatch):
+    monkeypatch.setitem(quality.RECIPES, "en-wiki", write_toy_recipe(tmp_path / "toy.toml", steps=40,
+                                                                      eval_corpus="toy"))
+    real_step = Trainer.train_step
+
+    def step_then_sigterm(self, step):  # the run is told to stop half-way, as by a scheduler
+        if step == 10:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(self, step)
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_sigterm)
+    out = tmp_path / "report"
+    with pytest.raises(SystemExit, match="stopped by SIGTERM"):
+        quality.main(["--corpus", "en-wiki", "--minutes", "1", "--systems", "agiformer", "--data-dir", str(toy_data),
+                      "--runs-dir", str(tmp_path / "runs"), "--out", str(out), "--no-progress"])
+    assert not list(out.rglob("*.json"))
 
 
 def test_the_tuned_gpt_is_chosen_by_validation_not_test():

@@ -218,8 +218,9 @@ class TrainingLoop:
                 bar.set_postfix_str(self.progress_text(row, last_val))
                 if stop:
                     bar.close()
-                    print(f"stopped by {self.stop_signal.name if self.stop_signal else 'a signal'} at step {step} of "
-                          f"{recipe.steps}; checkpoint saved in {self.out_dir / 'last'} (continue with --resume)",
+                    of = "while timing the budget's first steps" if recipe.steps == UNPLANNED_STEPS else f"of {recipe.steps}"
+                    print(f"stopped by {self.stop_signal.name if self.stop_signal else 'a signal'} at step {step} {of}; "
+                          f"checkpoint saved in {self.out_dir / 'last'} (continue with --resume)",
                           file=sys.stderr)
                     break
         finally:
