@@ -53,6 +53,10 @@ GPT_SWEEP = {
     "gpt-d192-l4-c512-lr1e-3": (192, 4, 512, 1e-3, 4),
     "gpt-d192-l4-c512-lr4e-3": (192, 4, 512, 4e-3, 4),
     "gpt-d192-l4-c512-b8": (192, 4, 512, 2e-3, 8),
+    # d 128 and context 256 won among the points above with one thread per system (AMD EPYC Zen 4): the
+    # sweep goes on past them
+    "gpt-d128-l4-c512-lr3e-3": (128, 4, 512, 3e-3, 4),
+    "gpt-d128-l4-c256": (128, 4, 256, 2e-3, 4),
 }
 SYSTEMS = {
     "agiformer": "the recipe's model: v2 block (gated fusion, input-dependent decay), GRU head reading hashed 2- to 6-grams "
