@@ -1,8 +1,8 @@
 """The byte head's summed embedding tables: fused `embedding_sum` against lookup-then-add, same run.
 
-Forward + backward of Σ_j E[ids[..., j]] at the shapes of a recipe's head (runs/en-wiki-baseline.toml:
-batch 4 × 2,048 bytes; the n-gram table of 5 orders × 65,536 rows, the continuation table of 15
-orders × 257 rows; width 256), fp32. The two forms alternate call by call, so whatever else the
+Forward + backward of Σ_j E[ids[..., j]] at the shapes of the head of runs/en-wiki-baseline.toml, read
+from the recipe (its batch × row bytes; the n-gram table of one row block per order, the continuation
+table of 257 rows per order; the head's width), fp32. The two forms alternate call by call, so whatever else the
 machine does hits both alike; the report gives each median and their ratio, and the largest
 difference between the two outputs and weight gradients.
 
@@ -18,16 +18,24 @@ import time
 
 import torch
 
-from agiformer.ops import embedding_sum, naive_embedding_sum
+from agiformer.ops import NO_CONTINUATION, embedding_sum, naive_embedding_sum
+from agiformer.train.recipe import load_recipe
 from benchmarks.common import (
-    QUICK_RESULTS_DIR, RESULTS_DIR, command_line, environment, environment_markdown, finish_environment, log,
+    QUICK_RESULTS_DIR, RESULTS_DIR, ROOT, command_line, environment, environment_markdown, finish_environment, log,
     markdown_table, write_json, write_text,
 )
 
-TABLES = {  # name: (rows, ids per position)
-    "n-grams (orders 2-6)": (5 * 65536, 5),
-    "continuations (15 orders)": (15 * 257, 15),
-}
+RECIPE = ROOT / "runs" / "en-wiki-baseline.toml"
+
+
+def recipe_tables(recipe) -> dict[str, tuple[int, int]]:
+    """name → (rows, ids per position) of the recipe's head tables, as ByteNgramEmbedding and
+    ContinuationEmbedding size them."""
+    config = recipe.model_config()
+    orders = len(config.head_continuations)
+    return {f"n-grams (orders 2-{config.head_ngrams})": ((config.head_ngrams - 1) * config.head_ngram_buckets,
+                                                        config.head_ngrams - 1),
+            f"continuations ({orders} orders)": (orders * (NO_CONTINUATION + 1), orders)}
 
 
 def forward_backward(fn, ids: torch.Tensor, weight: torch.Tensor, upstream: torch.Tensor) -> float:
@@ -70,17 +78,20 @@ def main(argv=None) -> None:
     started = time.perf_counter()
     env = environment(torch.device("cpu"))
     calls = 3 if args.quick else args.calls
-    results = [measure(name, rows, per, positions=4 * 2048, dim=256, calls=calls) for name, (rows, per) in TABLES.items()]
+    recipe = load_recipe(RECIPE)
+    positions, dim = recipe.batch_size * recipe.seq_len, recipe.model_config().head_hidden
+    results = [measure(name, rows, per, positions=positions, dim=dim, calls=calls)
+               for name, (rows, per) in recipe_tables(recipe).items()]
     finish_environment(env, started)
     command = command_line("embedding_sum", argv)
     table = markdown_table(
         ["table", "rows × width", "ids per byte", "fused fwd+bwd", "lookup-then-add fwd+bwd", "plain / fused",
          "max abs Δ out", "max abs Δ grad"],
-        [[r["table"], f"{r['rows']:,} × 256", r["ids_per_position"], f"{r['fused_s'] * 1e3:.1f} ms",
+        [[r["table"], f"{r['rows']:,} × {dim}", r["ids_per_position"], f"{r['fused_s'] * 1e3:.1f} ms",
           f"{r['plain_s'] * 1e3:.1f} ms", f"{r['plain_over_fused']:.2f}×", f"{r['max_abs_diff_out']:.1e}",
           f"{r['max_abs_diff_grad']:.1e}"] for r in results])
     text = (f"# Summed embedding tables: fused against lookup-then-add\n\n`{command}`\n\n{environment_markdown(env)}\n\n"
-            f"{4 * 2048:,} byte positions (batch 4 × 2,048), fp32, median of {calls} alternating calls of each form "
+            f"{positions:,} byte positions (batch {recipe.batch_size} × {recipe.seq_len:,}, `{RECIPE.name}`), fp32, median of {calls} alternating calls of each form "
             f"after one warm-up.\n\n{table}\n")
     out = QUICK_RESULTS_DIR if args.quick else RESULTS_DIR
     write_json(out / "embedding_sum.json", {"command": command, "environment": env, "results": results})

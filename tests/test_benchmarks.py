@@ -5,6 +5,7 @@ the quality benchmark's systems are the ablations they claim to be; helpers meas
 import math
 import os
 import signal
+import types
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from agiformer.eval.bpb import evaluate_bpb
 from agiformer.models import ByteGPTConfig
 from agiformer.ops import chunked_hebbian, naive_hebbian
 from agiformer.train import Trainer
-from benchmarks import quality, training_profile
+from benchmarks import embedding_sum, quality, training_profile
 from benchmarks.common import cpu_peak_bytes_dispatch, cpu_peak_bytes_profiler, loglog_slope
 from benchmarks.seed_parallel_memory import seed_parallel_hebbian
 
@@ -131,6 +132,14 @@ def test_a_quality_run_stopped_by_a_signal_writes_no_result(tmp_path, toy_data, 
         quality.main(["--corpus", "en-wiki", "--minutes", "1", "--systems", "agiformer", "--data-dir", str(toy_data),
                       "--runs-dir", str(tmp_path / "runs"), "--out", str(out), "--no-progress"])
     assert not list(out.rglob("*.json"))
+
+
+def test_embedding_sum_benchmark_sizes_the_tables_as_the_head_does():
+    config = AGIFormerConfig.preset("tiny", head_ngrams=4, head_ngram_buckets=64, head_continuations=(1, 3))
+    head = AGIFormer(config).head
+    recipe = types.SimpleNamespace(model_config=lambda: config)
+    tables = list(embedding_sum.recipe_tables(recipe).values())
+    assert tables == [(head.ngrams.table.num_embeddings, 3), (head.continuations.table.num_embeddings, 2)]
 
 
 def test_the_tuned_gpt_is_chosen_by_validation_not_test():
