@@ -124,7 +124,7 @@ def run_system(system: str, corpus: str, budget_s: float, args) -> dict:
         curve.append((round(elapsed, 2), r["train_bpb"]))
     return {"system": system, "description": SYSTEMS[system], "corpus": corpus, "recipe": str(RECIPES[corpus].name),
             "model": recipe.model, "parameters": summary["parameters"], "budget_s": budget_s,
-            "calibration_s_per_step": summary["budget"]["step_s"], "steps": steps,
+            "last_timed_s_per_step": summary["budget"]["step_s"], "steps": steps,
             "precision": summary["precision"], "bytes_seen": summary["bytes_seen"],
             "train_time_s": train_time, "val_bpb": summary["last_val"]["val_bpb"], "test_bpb": test["bpb"],
             "test_bpc": test["bpc"], "test_bytes": test["bytes"], "curve": curve, "checkpoint": str(out_dir / "last")}

@@ -338,15 +338,56 @@ def budget_recipe(**overrides) -> Recipe:
 def test_a_time_budget_fixes_the_steps_after_timing_the_warmup(toy_data, tmp_path):
     summary = Trainer(budget_recipe(steps=9), data_dir=toy_data, out_dir=tmp_path, progress=False).train()
     rows = read_metrics(tmp_path / "metrics.jsonl")
-    budget = next(r for r in rows if r["kind"] == "budget")
-    assert budget["step"] == budget["calibration_steps"] == 4  # min(warmup_steps, CALIBRATION_STEPS)
-    assert budget["steps"] == 9 and summary["steps"] == 9 and summary["budget"] == {k: v for k, v in budget.items()
-                                                                                    if k not in ("kind", "step")}
+    budget, *replans = [r for r in rows if r["kind"] == "budget"]
+    assert budget["step"] == 4 and budget["timed_steps"] == 2  # min(warmup_steps, CALIBRATION_STEPS), later half
+    assert budget["steps"] == 9 and summary["steps"] == 9 and summary["budget"] == {
+        k: v for k, v in (replans or [budget])[-1].items() if k not in ("kind", "step")}
     assert budget["step_s"] > 0 and budget["validation_s"] > 0 and budget["save_s"] > 0
+    # re-timed once 4 more steps are timed (MIN_CALIBRATION_STEPS), the cap still binding
+    assert [(r["step"], r["timed_steps"], r["steps"]) for r in replans] == [(8, 4, 9)]
     # the calibration's validation is the run's first; the stage split follows the fixed count
     assert [r["step"] for r in rows if r["kind"] == "val"][0] == 4
     assert [r["stage"] for r in rows if r["kind"] == "train"] == ["first"] * 4 + ["second"] * 5  # round(4.5) = 4
     assert json.loads((tmp_path / "last" / "trainer.json").read_text())["planned_steps"] == 9
+
+
+def planned_trainer(toy_data, tmp_path, recipe: Recipe, *, done: int, steps: int, spent: float) -> Trainer:
+    """A trainer `done` steps into a budgeted run whose count is fixed at `steps`, `spent` seconds in."""
+    trainer = Trainer(recipe, data_dir=toy_data, out_dir=tmp_path, progress=False)
+    trainer.recipe.steps = trainer.state["planned_steps"] = steps
+    trainer.state["step"], trainer.validation_s, trainer.save_s = done, 5.0, 1.0
+    trainer.elapsed = lambda: spent  # the clock, not the planner, is what this stands in for
+    return trainer
+
+
+def test_a_budget_re_times_its_steps_and_fixes_the_count_again(toy_data, tmp_path):
+    """A count fixed from slow first steps grows when the later steps run faster (and shrinks when they
+    run slower): what remains of the budget over the steps timed since, plus the validations and saves."""
+    recipe = budget_recipe(minutes=10.0, eval_every=100, checkpoint_every=100)  # 600 s
+    trainer = planned_trainer(toy_data, tmp_path, recipe, done=100, steps=400, spent=150.0)
+    assert trainer.replan_due(600.0, timed_steps=84) and not trainer.replan_due(600.0, timed_steps=3)
+    trainer.plan_steps(600.0, 0, [1.0] * 84)
+    # 450 s left: 420 steps of 1 s and a validation (5 s) and save (1 s) at 200, 300, 400, 500 and the last
+    assert trainer.recipe.steps == trainer.state["planned_steps"] == 520 and trainer.state["replans"] == 1
+    assert not trainer.replan_due(600.0, timed_steps=84)  # the next one at half of 520 steps
+    trainer.state["step"] = 260
+    assert trainer.replan_due(600.0, timed_steps=84)
+    trainer.elapsed = lambda: 500.0
+    trainer.plan_steps(600.0, 0, [2.0] * 84)  # slower now: 100 s left: 44 steps of 2 s, events at 300 and the last
+    assert trainer.recipe.steps == 304 and trainer.state["replans"] == 2
+    row = read_metrics(tmp_path / "metrics.jsonl")[-1]
+    assert row["kind"] == "budget" and (row["step"], row["steps"], row["step_s"]) == (260, 304, 2.0)
+
+
+def test_a_re_timed_count_never_moves_a_passed_stage_boundary_ahead(toy_data, tmp_path):
+    """Stages split the count by share: 100 steps of two halves switch at step 50. Fixed again at step 55
+    with time for 200, the boundary would move to step 100 and send the run back to the first stage;
+    the count grows only as far as keeps it at step 55 or before (110 steps)."""
+    recipe = budget_recipe(minutes=10.0, eval_every=1000, checkpoint_every=1000)
+    trainer = planned_trainer(toy_data, tmp_path, recipe, done=55, steps=100, spent=55.0)
+    assert recipe.stage_at(54) == 1
+    trainer.plan_steps(600.0, 0, [1.0] * 30)
+    assert trainer.recipe.steps == 110 and recipe.stage_at(55) == 1 and recipe.stage_boundaries() == [0, 55]
 
 
 def test_a_step_cap_below_the_calibration_steps_holds(toy_data, tmp_path):

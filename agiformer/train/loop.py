@@ -1,6 +1,6 @@
 """The loop every trainer shares: progress bar, per-step timing, metrics.jsonl, validation every
 `eval_interval()` steps with a `best` checkpoint, `last` every `checkpoint_interval()` steps (both atomic),
-a time budget that fixes the step count after timing the first steps,
+a time budget that fixes the step count after timing the first steps and re-fixes it as the run goes,
 SIGINT/SIGTERM → save and stop, --resume, summary.json.
 
 A subclass sets, before calling `open_run`: `recipe` (a `Schedule`: name, steps, minutes, warmup_steps,
@@ -35,6 +35,10 @@ from agiformer.train.recipe import MIN_CALIBRATION_STEPS
 CALIBRATION_STEPS = 16        # steps timed before a budgeted run fixes its step count (at most warmup_steps) ...
 CALIBRATION_SHARE = 0.1       # ... or fewer, once they have taken this share of the budget
 UNPLANNED_STEPS = 10 ** 9    # recipe.steps while the count is being measured
+# shares of the fixed count at which a budgeted run re-times its steps since the last count and fixes the count
+# again: the first steps of a process run 10-20 % slower than the rest (AMD EPYC Zen 4), and a neighbour's load
+# changes, so a count fixed once ended 15 % short of its budget or 20 % past it
+REPLAN_AT = (0.25, 0.5, 0.75)
 
 
 class TrainingLoop:
@@ -183,6 +187,9 @@ class TrainingLoop:
                             name=recipe.name)
         self.run_started = time.perf_counter()
         self.elapsed_before = self.state["elapsed_s"]
+        # until this process times its own, a resumed run's re-plan uses the figures its count was fixed with
+        timed = self.state.get("budget", {})
+        self.validation_s, self.save_s = timed.get("validation_s", 0.0), timed.get("save_s", 0.0)
         last_val, step_times = None, []
         try:
             while self.state["step"] < end:
@@ -199,8 +206,14 @@ class TrainingLoop:
                 if planned_now:
                     # the first steps of a process are slow (8-10 s against 5-6 s later on an AVX2
                     # EPYC): time the second half only
-                    last_val = self.plan_steps(budget_s, step_cap, step_times[len(step_times) // 2:])
-                    planning = False
+                    last_val = self.validation_event()
+                    self.save_last()
+                    self.plan_steps(budget_s, step_cap, step_times[len(step_times) // 2:])
+                    planning, step_times = False, []
+                elif self.replan_due(budget_s, len(step_times)):
+                    self.plan_steps(budget_s, step_cap, step_times)
+                    step_times = []
+                if budget_s and recipe.steps != bar.total and not planning:
                     end = recipe.steps if target is None else min(recipe.steps, target)
                     bar.total = recipe.steps
                     bar.refresh()
@@ -246,7 +259,9 @@ class TrainingLoop:
     def validation_event(self) -> dict:
         """Validate, log, keep `best/` and redraw the curves."""
         best_key = "best_" + self.best_metric
+        tick = time.perf_counter()
         val = self.validate()
+        self.validation_s = time.perf_counter() - tick
         self.log(val)
         rank, best = self.rank(val), self.state.get(best_key)
         if best is None or rank < best:  # None: a run resumed from before this rank was kept
@@ -258,37 +273,47 @@ class TrainingLoop:
         return val
 
     def save_last(self) -> None:
+        tick = time.perf_counter()
         self.state["elapsed_s"] = self.elapsed()
         self.save("last")
+        self.save_s = time.perf_counter() - tick
 
-    def plan_steps(self, budget_s: float, step_cap: int, step_times: list[float]) -> dict:
+    def replan_due(self, budget_s: float, timed_steps: int) -> bool:
+        """Whether a budgeted run re-fixes its count now: at the next share of REPLAN_AT of the fixed count,
+        once it has timed enough steps since the last count (a resumed run times its own)."""
+        done = self.state.get("replans", 0)
+        return (bool(budget_s) and "planned_steps" in self.state and done < len(REPLAN_AT)
+                and timed_steps >= MIN_CALIBRATION_STEPS
+                and self.state["step"] >= round(REPLAN_AT[done] * self.recipe.steps))
+
+    def plan_steps(self, budget_s: float, step_cap: int, step_times: list[float]) -> None:
         """Fix recipe.steps to what fits `budget_s`: the steps done, then the mean of `step_times` per
         step (not the median: step times vary with the effort drawn, and the budget is their sum),
-        plus the validations and saves of `last` the schedule will make, each as long as the one
-        timed here (a validation now, then a save). `step_cap` > 0 bounds the count. Returns the
-        validation row."""
-        recipe, done = self.recipe, self.state["step"]
-        tick = time.perf_counter()
-        val = self.validation_event()
-        val_s = time.perf_counter() - tick
-        tick = time.perf_counter()
-        self.save_last()
-        save_s = time.perf_counter() - tick
+        plus the validations and saves of `last` the schedule will make, each as long as the last one.
+        `step_cap` > 0 bounds the count. A count fixed again (see REPLAN_AT) never moves a stage boundary
+        the run has passed back ahead of it."""
+        recipe, done, first = self.recipe, self.state["step"], "planned_steps" not in self.state
         # every process plans from the same (averaged) figures, so all fix the same count
         step_s, val_s, save_s, spent = [value / self.dist.world_size for value in self.dist.sum(
-            [sum(step_times) / len(step_times), val_s, save_s, self.elapsed()])]
+            [sum(step_times) / len(step_times), self.validation_s, self.save_s, self.elapsed()])]
         total = recipe.steps_within(budget_s - spent, done=done, step_s=step_s, validation_s=val_s, save_s=save_s)
         total = min(total, step_cap) if step_cap else total
+        if not first:
+            stage, before = recipe.stage_at(done - 1), recipe.steps  # the stage of the last step run
+            while total > before and recipe.stage_at(done, steps=total) < stage:
+                total -= 1
+            self.state["replans"] = self.state.get("replans", 0) + 1
         recipe.steps = self.state["planned_steps"] = total
-        self.state["budget"] = {"minutes": recipe.minutes, "calibration_steps": done, "step_s": round(step_s, 4),
+        self.state["budget"] = {"minutes": recipe.minutes, "timed_steps": len(step_times), "step_s": round(step_s, 4),
                                 "validation_s": round(val_s, 2), "save_s": round(save_s, 3), "steps": total}
         self.log({"kind": "budget", "step": done, **self.state["budget"]})
-        self.save_last()  # the fixed count goes into the checkpoint: a resume follows the same schedule
+        if first:
+            self.save_last()  # the fixed count goes into the checkpoint: a resume follows the same schedule
         if self.dist.is_main:
-            print(f"\nbudget {recipe.minutes:g} min: {step_s:.2f} s per step (mean of {len(step_times)}), "
+            what = f"budget {recipe.minutes:g} min" if first else f"budget re-timed at step {done:,}"
+            print(f"\n{what}: {step_s:.2f} s per step (mean of {len(step_times)}), "
                   f"validation {val_s:.1f} s, save {save_s:.2f} s → {total:,} steps"
                   + (f" (capped by steps = {step_cap:,})" if step_cap and total == step_cap else ""), file=sys.stderr)
-        return val
 
 
 def _progress_bar(enabled: bool, *, total: int, initial: int, name: str):

@@ -74,17 +74,18 @@ class Schedule:
             total -= max(1, (total - done) // 200)
         return total
 
-    def stage_boundaries(self) -> list[int]:
-        """First step of each stage; stages split the steps in proportion to their shares."""
-        total = sum(s.share for s in self.stages)
+    def stage_boundaries(self, steps: int | None = None) -> list[int]:
+        """First step of each stage in a run of `steps` (default: the recipe's); stages split the steps in
+        proportion to their shares."""
+        total, steps = sum(s.share for s in self.stages), steps or self.steps
         starts, acc = [], 0.0
         for stage in self.stages:
-            starts.append(round(self.steps * acc / total))
+            starts.append(round(steps * acc / total))
             acc += stage.share
         return starts
 
-    def stage_at(self, step: int) -> int:
-        return max(i for i, start in enumerate(self.stage_boundaries()) if start <= step)
+    def stage_at(self, step: int, steps: int | None = None) -> int:
+        return max(i for i, start in enumerate(self.stage_boundaries(steps)) if start <= step)
 
     def lr_at(self, step: int) -> float:
         """Linear warmup, then cosine from lr to lr · min_lr_ratio at the last step."""
