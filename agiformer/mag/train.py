@@ -38,7 +38,7 @@ from agiformer.mag.model import MAGModel, check_trained_on
 from agiformer.mag.recipe import STAGES, MAGRecipe
 from agiformer.train.distributed import Distributed
 from agiformer.train.loop import TrainingLoop
-from agiformer.train.trainer import optimizer_for, scheduled_lr
+from agiformer.train.optim import optimizer_for, scheduled_lr
 
 
 def answer_loss(model: MAGModel, tokens: list[int], spans: list[tuple[int, int]]) -> tuple[torch.Tensor, int, int]:

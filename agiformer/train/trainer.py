@@ -24,6 +24,7 @@ from agiformer.models import build_model
 from agiformer.precision import PrecisionChoice, autocast, choose_precision
 from agiformer.train.distributed import Distributed
 from agiformer.train.loop import TrainingLoop
+from agiformer.train.optim import clip_gradients, optimizer_for, scheduled_lr, use_sparse_tables
 from agiformer.train.recipe import Recipe
 
 
@@ -37,29 +38,6 @@ class _LossModule(nn.Module):
     def forward(self, x, plasticity, effort):
         out = self.model.loss(x, plasticity=plasticity, effort=effort)
         return out.loss, out.bpb
-
-
-def optimizer_for(model: nn.Module, recipe: Recipe, *, lr_scales: dict[str, float] | None = None
-                  ) -> torch.optim.AdamW:
-    """Weight decay on matrices only, not on biases, norms, embeddings' padding or scalars per head.
-    lr_scales: parameters whose names end with a key train at the recipe's learning rate times its
-    value, in groups of their own (`scheduled_lr` applies each group's "lr_scale")."""
-    groups = {}
-    for name, p in model.named_parameters():
-        scale = next((s for suffix, s in (lr_scales or {}).items() if name.endswith(suffix)), 1.0)
-        groups.setdefault((p.dim() >= 2, scale), []).append(p)
-    order = sorted(groups, key=lambda key: (key[1] != 1.0, not key[0], key[1]))  # unscaled first, as before
-    # fused: one kernel per parameter instead of torch's default loop of elementwise ops on CPU, which took
-    # 205 ms of a ~1.2 s step on the 19.7 M parameters of runs/en-wiki-baseline.toml (fused: 19 ms)
-    return torch.optim.AdamW([{"params": groups[key], "weight_decay": recipe.weight_decay if key[0] else 0.0,
-                               **({"lr_scale": key[1]} if key[1] != 1.0 else {})} for key in order],
-                             lr=recipe.lr, betas=(0.9, 0.95), fused=True)
-
-
-def scheduled_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Set every group's learning rate to `lr`, times the group's "lr_scale" where it has one."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 class Trainer(TrainingLoop):
@@ -78,6 +56,8 @@ class Trainer(TrainingLoop):
         torch.manual_seed(recipe.seed)
         self.config = recipe.model_config()
         self.model = build_model(self.config).to(self.device)
+        if self.dist.world_size == 1:  # DistributedDataParallel reduces dense gradients only
+            use_sparse_tables(self.model)
         self.optimizer = optimizer_for(self.model, recipe)
         self.generators = {"data": torch.Generator().manual_seed(recipe.seed),
                            "effort": torch.Generator().manual_seed(recipe.seed + 1)}
@@ -123,7 +103,7 @@ class Trainer(TrainingLoop):
                     loss, bpb = self.step_module(rows, stage.plasticity, effort)
                 (loss / recipe.grad_accum).backward()
             bpb_sum += bpb.item()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), recipe.grad_clip).item()
+        grad_norm = clip_gradients(self.model.parameters(), recipe.grad_clip)
         train_bpb = self.dist.sum([bpb_sum / recipe.grad_accum])[0] / self.dist.world_size
         self.check_finite(step, train_bpb=train_bpb, grad_norm=grad_norm)
         self.optimizer.step()
