@@ -57,6 +57,9 @@ GPT_SWEEP = {
     # sweep goes on past them
     "gpt-d128-l4-c512-lr3e-3": (128, 4, 512, 3e-3, 4),
     "gpt-d128-l4-c256": (128, 4, 256, 2e-3, 4),
+    # ... and d 128, context 256 won those: past them again, narrower, and a higher learning rate
+    "gpt-d96-l4-c256": (96, 4, 256, 2e-3, 4),
+    "gpt-d128-l4-c256-lr3e-3": (128, 4, 256, 3e-3, 4),
 }
 SYSTEMS = {
     "agiformer": "the recipe's model: v2 block (gated fusion, input-dependent decay), GRU head reading hashed 2- to 6-grams "

@@ -12,9 +12,7 @@ class ByteNgramEmbedding(nn.Module):
     """Σ over n = 2 … max_order of E_n[hash(the last n bytes of history)], one table of `buckets` rows per order.
 
     A lookup costs no matmul: a byte-level layer gets the last few bytes at the price of a gather and
-    the optimizer's update of the tables, which hold (orders − 1) × buckets × dim parameters. With
-    `table.sparse` set (as nn.Embedding's own flag; the trainer sets it on large tables) the gradient
-    holds only the rows looked up.
+    the optimizer's update of the tables, which hold (orders − 1) × buckets × dim parameters.
     """
 
     def __init__(self, *, dim: int, max_order: int, buckets: int = 16384):
@@ -29,4 +27,4 @@ class ByteNgramEmbedding(nn.Module):
         """history (..., K ≥ max_order) of bytes (256 = none), most recent last → (..., dim)."""
         ids = torch.stack([ngram_ids(history, order, self.buckets) + (order - 2) * self.buckets
                            for order in range(2, self.max_order + 1)], dim=-1)
-        return embedding_sum(ids, self.table.weight, sparse=self.table.sparse)
+        return embedding_sum(ids, self.table.weight)

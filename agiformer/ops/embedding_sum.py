@@ -8,15 +8,14 @@ import torch.nn.functional as F
 Tensor = torch.Tensor
 
 
-def embedding_sum(ids: Tensor, weight: Tensor, *, sparse: bool = False) -> Tensor:
-    """Σ_j weight[ids[..., j]] of shape (..., dim), as one fused gather-and-add (`embedding_bag`);
-    `sparse`: weight's gradient is a sparse tensor of the rows looked up (as nn.Embedding(sparse=True)).
+def embedding_sum(ids: Tensor, weight: Tensor) -> Tensor:
+    """Σ_j weight[ids[..., j]] of shape (..., dim), as one fused gather-and-add (`embedding_bag`).
 
     The plain form materialises the (..., J, dim) rows in the forward and again as the gradient
     in the backward; with the byte head's 5 n-gram orders that tensor is 40 MB a batch, and writing
     it took a sixth of a training step.
     """
-    flat = F.embedding_bag(ids.reshape(-1, ids.shape[-1]), weight, mode="sum", sparse=sparse)
+    flat = F.embedding_bag(ids.reshape(-1, ids.shape[-1]), weight, mode="sum")
     return flat.view(*ids.shape[:-1], weight.shape[1])
 
 

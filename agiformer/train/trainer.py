@@ -24,7 +24,7 @@ from agiformer.models import build_model
 from agiformer.precision import PrecisionChoice, autocast, choose_precision
 from agiformer.train.distributed import Distributed
 from agiformer.train.loop import TrainingLoop
-from agiformer.train.optim import clip_gradients, optimizer_for, scheduled_lr, use_sparse_tables
+from agiformer.train.optim import optimizer_for, scheduled_lr
 from agiformer.train.recipe import Recipe
 
 
@@ -56,8 +56,6 @@ class Trainer(TrainingLoop):
         torch.manual_seed(recipe.seed)
         self.config = recipe.model_config()
         self.model = build_model(self.config).to(self.device)
-        if self.dist.world_size == 1:  # DistributedDataParallel reduces dense gradients only
-            use_sparse_tables(self.model)
         self.optimizer = optimizer_for(self.model, recipe)
         self.generators = {"data": torch.Generator().manual_seed(recipe.seed),
                            "effort": torch.Generator().manual_seed(recipe.seed + 1)}
@@ -103,7 +101,7 @@ class Trainer(TrainingLoop):
                     loss, bpb = self.step_module(rows, stage.plasticity, effort)
                 (loss / recipe.grad_accum).backward()
             bpb_sum += bpb.item()
-        grad_norm = clip_gradients(self.model.parameters(), recipe.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), recipe.grad_clip).item()
         train_bpb = self.dist.sum([bpb_sum / recipe.grad_accum])[0] / self.dist.world_size
         self.check_finite(step, train_bpb=train_bpb, grad_norm=grad_norm)
         self.optimizer.step()
