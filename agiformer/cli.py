@@ -252,9 +252,9 @@ def cmd_train(args) -> int | None:
                       allow_recipe_change=args.allow_recipe_change, progress=not args.quiet)
     if trainer.dist.is_main:
         planned = trainer.state.get("planned_steps")
-        length = (f"{recipe.steps:,} steps" if not recipe.minutes else f"{planned:,} steps (fixed for a "
+        length = (f"{recipe.steps:,} steps" if not recipe.minutes else f"{planned:,} steps (fixed so far for a "
                   f"budget of {recipe.minutes:g} minutes)" if planned else f"a budget of {recipe.minutes:g} minutes (steps "
-                  f"fixed after timing the first ones)")
+                  f"fixed after timing the first ones, re-timed as it goes)")
         print(f"{recipe.name}: {trainer.model.num_parameters():,} parameters, {length} of "
               f"{recipe.batch_size}×{recipe.seq_len} bytes, stages " +
               " → ".join(f"{s.name} (α={s.plasticity})" for s in recipe.stages) + f", on {trainer.device}; "
@@ -514,7 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=_positive_int,
                        help="override the recipe's step count (with a time budget: the most it may take)")
     train.add_argument("--minutes", type=_positive_float,
-                       help="train for this wall-clock budget: the steps that fit are fixed after timing the first ones")
+                       help="train for this wall-clock budget: the steps that fit are fixed after timing the first "
+                            "ones and re-timed at a quarter, a half and three quarters of them")
     train.add_argument("--out", help="run directory (default: out/RECIPE_NAME)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 

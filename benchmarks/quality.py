@@ -179,7 +179,7 @@ def report(args) -> None:
         figures[folder.name] = (results, compressors)
     text = ("# Quality at equal wall-clock\n\nTest-split bits per byte (every byte scored once) after "
             "training each system for the same wall-clock budget with the same trainer and batch (AGIFORMER on its recipe's curriculum, the byte GPT on the scored corpus alone). "
-            "Each system's trainer times its first steps and fixes as many steps as fit the budget.\n\n"
+            "Each system's trainer times its first steps, fixes as many steps as fit the budget, and re-times them at a quarter, a half and three quarters of the count.\n\n"
             + "\n\n".join(sections) + "\n")
     png = args.out / "quality.png"
     if plot(figures, png):
