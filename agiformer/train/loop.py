@@ -208,12 +208,10 @@ class TrainingLoop:
                     # EPYC): time the second half only
                     last_val = self.validation_event()
                     self.save_last()
-                    self.plan_steps(budget_s, step_cap, step_times[len(step_times) // 2:])
-                    planning, step_times = False, []
-                elif self.replan_due(budget_s, len(step_times)):
+                    step_times = step_times[len(step_times) // 2:]
+                if planned_now or self.replan_due(budget_s, len(step_times)):
                     self.plan_steps(budget_s, step_cap, step_times)
-                    step_times = []
-                if budget_s and recipe.steps != bar.total and not planning:
+                    planning, step_times = False, []
                     end = recipe.steps if target is None else min(recipe.steps, target)
                     bar.total = recipe.steps
                     bar.refresh()
