@@ -60,6 +60,9 @@ GPT_SWEEP = {
     # ... and d 128, context 256 won those: past them again, narrower, and a higher learning rate
     "gpt-d96-l4-c256": (96, 4, 256, 2e-3, 4),
     "gpt-d128-l4-c256-lr3e-3": (128, 4, 256, 3e-3, 4),
+    # ... d 128, context 256 won again: a shorter context still, and one layer fewer
+    "gpt-d128-l4-c128": (128, 4, 128, 2e-3, 4),
+    "gpt-d128-l3-c256": (128, 3, 256, 2e-3, 4),
 }
 SYSTEMS = {
     "agiformer": "the recipe's model: v2 block (gated fusion, input-dependent decay), GRU head reading hashed 2- to 6-grams "
@@ -73,6 +76,7 @@ SYSTEMS = {
     "no-continuations": "AGIFORMER whose byte head reads no in-context continuations (head_continuations = [])",
     "v1-block": "AGIFORMER with the v1 block: summed fusion, per-head decay, no encoder overlap",
     "constant-alpha": "AGIFORMER with α = 0.99 in every stage instead of the curriculum's α",
+    "no-curriculum": "AGIFORMER trained on the scored corpus alone, α = 0.99, as the byte GPT is (the last stage's facts kept)",
 }
 AT_THE_END_ONLY = 10 ** 9  # eval_every / checkpoint_every: the budget's calibration and the last step only
 
@@ -87,6 +91,10 @@ def system_recipe(path: Path, system: str, *, minutes: float, name: str) -> Reci
         # what a user of a plain GPT does: train on the corpus it is scored on, no curriculum
         corpus = recipe.eval_corpus
         values.update(seq_len=context, lr=lr, batch_size=batch_size, stages=[{"name": corpus, "corpora": {corpus: 1.0}, "plasticity": 0.99}])
+    elif system == "no-curriculum":
+        corpus = recipe.eval_corpus
+        facts = values["stages"][-1].get("facts", 0.0)
+        values["stages"] = [{"name": corpus, "corpora": {corpus: 1.0}, "plasticity": 0.99, "facts": facts}]
     elif system == "constant-alpha":
         values["stages"] = [{**stage, "plasticity": 0.99} for stage in values["stages"]]
     elif system != "agiformer":

@@ -98,7 +98,7 @@ def test_quality_systems_change_what_they_say(system):
         if config.model_type == "agiformer" else None
     expected = {"agiformer": set(), "constant-alpha": set(), "attention-only": {"mixer"}, "memory-only": {"mixer"},
                 "no-reasoning": {"reasoning_steps"}, "mlp-head": {"head", "head_ngrams", "head_continuations"},
-                "no-continuations": {"head_continuations"},
+                "no-continuations": {"head_continuations"}, "no-curriculum": set(),
                 "v1-block": {"fusion", "memory_decay", "encoder_overlap"}}
     assert recipe.minutes == 12 and recipe.steps == 0  # the trainer fixes the steps that fit
     assert recipe.eval_every == recipe.checkpoint_every == quality.AT_THE_END_ONLY
@@ -111,6 +111,13 @@ def test_quality_systems_change_what_they_say(system):
         assert [stage.corpora for stage in recipe.stages] == [{"en-wiki": 1.0}]  # the scored corpus alone
         return
     assert changed == expected[system] and (recipe.seq_len, recipe.lr) == (base.seq_len, base.lr)
+    if system == "no-curriculum":  # the Turkish recipe's three stages become its scored corpus alone
+        curriculum = quality.system_recipe(quality.RECIPES["tr-speech"], "agiformer", minutes=12, name="tr")
+        alone = quality.system_recipe(quality.RECIPES["tr-speech"], system, minutes=12, name=system)
+        assert len(curriculum.stages) == 3 and curriculum.stages[0].corpora == {"tr-dict": 1.0}
+        assert [(s.corpora, s.plasticity, s.facts) for s in alone.stages] == [({"tr-speech": 1.0}, 0.99, 0.0)]
+        assert [(s.corpora, s.facts) for s in recipe.stages] == [({"en-wiki": 1.0}, 0.25)]  # facts kept
+        return
     plasticities = [s.plasticity for s in recipe.stages]
     assert plasticities == ([0.99] * len(plasticities) if system == "constant-alpha"
                             else [s.plasticity for s in base.stages])
@@ -170,7 +177,7 @@ def test_profile_operator_kinds(op, kind):
 
 def test_a_question_asked_as_the_needle_is_written_is_the_needle_line_without_its_value():
     from agiformer.mag.data import format_prompt, generate_samples
-    from benchmarks.mag_lookup import ask_as_the_needle_is_written
+    from experiments.mag_lookup import ask_as_the_needle_is_written
 
     for sample in generate_samples("hash-hop", 3, seed=5, context_tokens=600, window=128):
         asked = ask_as_the_needle_is_written(sample)
@@ -186,7 +193,7 @@ def test_key_span_finds_a_needle_only_when_the_key_spans_what_tells_lines_apart(
     """Token states one-hot: every line "k1 k2 = v1 v2" ends its key with the same "=", so a one-token
     key for the first value is "=" everywhere (ties, the first line wins), while a three-token key
     "k1 k2 =" is the needle's alone."""
-    from benchmarks.mag_key_span import key_hits_by_index
+    from experiments.mag_key_span import key_hits_by_index
 
     EQ, NL, A, B, C, D = 1, 2, 3, 4, 5, 6
     filler = iter(range(10, 64))
@@ -203,7 +210,7 @@ def test_key_span_finds_a_needle_only_when_the_key_spans_what_tells_lines_apart(
 def test_benchmark_prompts_put_the_needle_as_deep_as_asked():
     from argparse import Namespace
 
-    from benchmarks.mag_lookup import hash_hop_prompts
+    from experiments.mag_lookup import hash_hop_prompts
 
     def prompts(depth):
         return hash_hop_prompts("bytes", Namespace(samples=2, context_tokens=600, depth=depth), 128)
@@ -214,7 +221,7 @@ def test_benchmark_prompts_put_the_needle_as_deep_as_asked():
 
 
 def test_value_positions_mark_the_tokens_after_each_lines_equals_sign():
-    from benchmarks.mag_capacity import value_positions
+    from experiments.mag_capacity import value_positions
 
     pieces = ["ab", "c", " =", " x", "y", "\n", "d", " =", " z", "w\n", "e"]
     assert value_positions(pieces).tolist() == [False, False, False, True, True, False,
@@ -227,7 +234,7 @@ def test_values_only_write_sets_theta_at_the_asked_for_tokens_and_nowhere_else()
     pytest.importorskip("transformers")
     from types import SimpleNamespace
 
-    from benchmarks.mag_write_oracle import ValuesOnlyWrite
+    from experiments.mag_write_oracle import ValuesOnlyWrite
     from tests.test_mag_model import tiny_mag
 
     pieces = {1: "k", 2: " =", 3: " v", 4: "\n"}
@@ -255,7 +262,7 @@ def test_values_only_write_sets_theta_at_the_asked_for_tokens_and_nowhere_else()
 def test_concatenated_keys_tell_apart_lines_whose_key_tokens_sum_alike():
     """One-hot states: "A B = V" and twice "B A = W" have the same summed key, so a map keyed by sums
     reads mostly W for the question "A B ="; keyed by the three tokens side by side it reads V."""
-    from benchmarks.mag_capacity import reads_right
+    from experiments.mag_capacity import reads_right
 
     A, B, EQ, NL, C, D, V, W, X = range(9)
     tokens = [A, B, EQ, V, NL, B, A, EQ, W, NL, C, D, EQ, X, NL, B, A, EQ, W, NL, A, B, EQ, V]
@@ -274,7 +281,7 @@ def test_kept_fraction_is_what_the_memory_keeps_of_an_early_write():
     """One pair written in chunk 0, nothing after it (zero keys have no surprise), no momentum: every
     later read is the first read after the write scaled by what the forgetting left of it."""
     from agiformer.ops.neural_memory import initial_neural_memory_state, neural_memory_scan
-    from benchmarks.mag_lookup import kept_fraction
+    from experiments.mag_lookup import kept_fraction
 
     g = torch.Generator().manual_seed(0)
     C, L, D = 4, 29, 5

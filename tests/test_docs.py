@@ -24,8 +24,9 @@ EXTERNAL = re.compile(r"^[a-z][a-z0-9+.-]*:", re.I)  # http:, https:, mailto:, â
 
 
 def markdown_files() -> list[Path]:
-    """The README and the other top-level pages, benchmarks/README.md and everything under docs/."""
-    files = sorted(ROOT.glob("*.md")) + sorted((ROOT / "benchmarks").glob("*.md")) + sorted((ROOT / "docs").rglob("*.md"))
+    """The README and the other top-level pages, benchmarks/ and experiments/ READMEs and everything under docs/."""
+    files = sorted(ROOT.glob("*.md")) + sorted((ROOT / "benchmarks").glob("*.md")) + \
+        sorted((ROOT / "experiments").glob("*.md")) + sorted((ROOT / "docs").rglob("*.md"))
     return [path for path in files if path.is_file()]
 
 

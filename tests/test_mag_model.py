@@ -323,6 +323,22 @@ def test_config_layers_validation_and_json_round_trip(tmp_path):
             MAGConfig(**bad)
 
 
+def test_for_base_takes_a_preset_and_overrides_on_top():
+    base = tiny_base("llama", dtype=torch.float32)
+    plain = MAGConfig.for_base(base)  # no preset: the field defaults, layers every_4
+    assert plain.layers == [0] and plain.memory_write == "gradient" and plain.window is None
+    # the hash-hop preset names layer 24 of SmolLM2: a 4-layer base needs its own layer and source
+    with pytest.raises(AGIFormerError, match="out of range"):
+        MAGConfig.for_base(base, preset="hash-hop")
+    config = MAGConfig.for_base(base, preset="hash-hop", layers="last_1", memory_source_layer=1)
+    assert config.layers == [3] and config.memory_source_layer == 1
+    assert (config.memory_write, config.memory_key_span, config.memory_key_form, config.memory_values,
+            config.window) == ("least_squares", 4, "concat", "embeddings", 256)
+    assert MAGConfig.for_base(base, preset="titans").memory_write == "gradient"
+    with pytest.raises(AGIFormerError, match="unknown MAG preset 'gradient'"):
+        MAGConfig.for_base(base, preset="gradient")
+
+
 def test_load_base_reads_a_local_directory_and_explains_a_missing_wheel(tmp_path, monkeypatch):
     from tokenizers import Tokenizer, models
 

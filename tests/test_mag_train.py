@@ -257,16 +257,52 @@ def test_bad_recipes_are_refused_with_one_line(base_dir, change, message):
     assert "\n" not in str(error.value)
 
 
-MAG_RECIPES = sorted((Path(__file__).parents[1] / "runs" / "mag").glob("*.toml"))
+ROOT = Path(__file__).parents[1]
+MAG_RECIPES = sorted((ROOT / "runs" / "mag").glob("*.toml")) + sorted((ROOT / "experiments" / "mag").glob("*.toml"))
 
 
-@pytest.mark.parametrize("path", MAG_RECIPES, ids=[p.name for p in MAG_RECIPES])
+@pytest.mark.parametrize("path", MAG_RECIPES, ids=[f"{p.parent.parent.name}/{p.name}" for p in MAG_RECIPES])
 def test_the_shipped_mag_recipes_load(path):
     recipe = load_mag_recipe(path)
     assert recipe.base == "smollm2-135m" and [s.name for s in recipe.stages] == ["readout", "all"]
-    assert recipe.mag["window"] == 256 and set(recipe.data.context_tokens) == {1024, 2048}  # the grid's lengths
-    assert recipe.mag["memory_write"] == "least_squares"
-    MAGConfig(**{**recipe.mag, "layers": parse_layers(recipe.mag["layers"], 30)})  # SmolLM2's 30 layers
+    assert smollm2_config(recipe).window == 256 and set(recipe.data.context_tokens) == {1024, 2048}  # the grid's
+
+
+def smollm2_config(recipe: MAGRecipe) -> MAGConfig:
+    values = recipe.mag_values()
+    return MAGConfig(**{**values, "layers": parse_layers(values["layers"], 30)})  # SmolLM2's 30 layers
+
+
+def test_the_hash_hop_recipe_is_the_run_that_made_the_grid():
+    """runs/mag/hashhop.toml, written with the preset, asks for what experiments/mag/hashhop-span4-2k.toml
+    ran (the 92 % grid): the same MAGConfig values, optimisation, curriculum and stages."""
+    shipped = load_mag_recipe(ROOT / "runs" / "mag" / "hashhop.toml")
+    ran = load_mag_recipe(ROOT / "experiments" / "mag" / "hashhop-span4-2k.toml")
+    assert shipped.mag == {"preset": "hash-hop"}
+    assert smollm2_config(shipped) == smollm2_config(ran)
+    as_run = {**ran.to_dict(), "name": shipped.name, "mag": shipped.mag, "notes": shipped.notes}
+    as_run["data"] = {**as_run["data"], "hops": None}  # hops = 1 written out there, hash-hop's default here
+    assert shipped.to_dict() == as_run
+    titans = load_mag_recipe(ROOT / "runs" / "mag" / "hashhop-titans.toml")
+    assert {**titans.to_dict(), "name": shipped.name, "mag": shipped.mag} == shipped.to_dict()  # only the memory differs
+
+
+def test_mag_presets_resolve_and_overrides_win():
+    values = load_mag_recipe(ROOT / "runs" / "mag" / "hashhop.toml").mag_values()
+    assert values["memory_write"] == "least_squares" and values["layers"] == "24" and values["memory_key_span"] == 4
+    config = MAGConfig(**{**values, "memory_chunk_size": 32, "layers": [24]})
+    assert config.memory_chunk_size == 32 and config.memory_key_form == "concat"
+    titans = smollm2_config(load_mag_recipe(ROOT / "runs" / "mag" / "hashhop-titans.toml"))
+    assert titans.memory_write == "gradient" and titans.layers == [0, 4, 8, 12, 16, 20, 24, 28]
+    assert titans.window == 256 and titans.memory_values == "state"
+
+
+def test_an_unknown_mag_preset_is_one_line(tmp_path):
+    recipe = tmp_path / "bad.toml"
+    recipe.write_text('name = "x"\nsteps = 1\n[mag]\npreset = "titan"\n[[stages]]\nname = "all"\n')
+    with pytest.raises(AGIFormerError, match="unknown MAG preset 'titan'; choose one of hash-hop, titans") as error:
+        load_mag_recipe(recipe)
+    assert "\n" not in str(error.value)
 
 
 # ----------------------------------------------------------------------------- recall grid and CLI

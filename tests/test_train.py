@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from agiformer import AGIFormer, AGIFormerConfig, AGIFormerError
-from agiformer.cli import resolve_checkpoint
+from agiformer.cli.common import resolve_checkpoint
 from agiformer.serialization import load_tensors, save_tensors
 from agiformer.models import ByteGPTConfig
 from agiformer.train import Recipe, Trainer, load_recipe

@@ -5,7 +5,7 @@ It knows nothing about models: everything here works on bytes, numpy arrays and 
 
 from agiformer.data.build import SEPARATOR, BuildResult, build_corpus, build_user_corpus
 from agiformer.data.compressors import compression_baselines, corpus_compression_baselines
-from agiformer.data.corpora import CORPORA, PINNED_PACKAGES
+from agiformer.data.corpora import CORPORA, PINNED_PACKAGES, stdlib_source
 from agiformer.data.dataset import disjoint_windows, list_corpora, load_split, mixture_windows, random_windows
 from agiformer.data.facts import LONGEST_FACT, plant_facts
 from agiformer.data.manifest import SPLITS, read_manifest
@@ -28,4 +28,5 @@ __all__ = [
     "plant_facts",
     "random_windows",
     "read_manifest",
+    "stdlib_source",
 ]

@@ -185,7 +185,8 @@ def _speech_documents(source: ResolvedSource) -> Iterator[str]:
             yield f"{title.strip()}\n{body.strip()}"
 
 
-def _resolve_stdlib() -> ResolvedSource:
+def stdlib_source() -> ResolvedSource:
+    """The running interpreter's standard library as a source: its .py files (tests excluded) and provenance."""
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     files: dict[str, Path] = {}
     for directory, subdirectories, names in os.walk(stdlib):
@@ -256,7 +257,7 @@ CORPORA: dict[str, NamedCorpus] = {
         NamedCorpus(
             "code-py",
             "Python files of the running interpreter's standard library (without tests), one per document",
-            _resolve_stdlib,
+            stdlib_source,
             _stdlib_documents,
         ),
     )

@@ -21,7 +21,7 @@ import torch
 
 from agiformer.errors import AGIFormerError
 from agiformer.mag.base import BASE_DTYPES, TextCodec, load_base
-from agiformer.mag.config import MAGConfig
+from agiformer.mag.config import DEFAULT_WINDOW, MAGConfig
 from agiformer.mag.data import encode_sample, exact_match, generate_samples
 from agiformer.mag.model import MAGModel, load_mag
 from agiformer.models.config import read_config_values
@@ -59,7 +59,7 @@ def systems(model: MAGModel, window: int) -> dict[str, dict]:
 
 
 def evaluate_recall(model: MAGModel, tokenizer, *, task: str = "hash-hop", context_tokens: Sequence[int] = (1024, 2048),
-                    depths: Sequence[float] = (0.0, 0.5, 1.0), samples_per_cell: int = 10, window: int = 256,
+                    depths: Sequence[float] = (0.0, 0.5, 1.0), samples_per_cell: int = 10, window: int = DEFAULT_WINDOW,
                     seed: int = DEFAULT_SEED, hops: int | None = None, progress: bool = False) -> dict:
     """Exact-match rate per (context length, depth) cell for each system, every system on the same
     samples, and beside it the rate of continuations that start with the answer, whether or not they

@@ -15,10 +15,10 @@ the forward, never kept on a module: MemoryMAG defect M10).
 Where the memory looks and what it stores can be moved (`memory_source_layer`, `memory_values`): q_in
 from the normed input of an earlier layer s instead of h̃ (the keys that find a hash-hop needle are
 early), values the tokens' embedding rows instead of q_in (what the head reads as that token, so a
-late MAG layer's read can name the answer; `python -m benchmarks.mag_oracle` measures both).
+late MAG layer's read can name the answer; `python -m experiments.mag_oracle` measures both).
 With `memory_read_scale = "residual"`, m is multiplied by the RMS of the residual h it joins (measured,
 no gradient): the residual grows through the layers (RMS ≈ 4 at SmolLM2's layer 4, 17 at layer 24:
-`python -m benchmarks.mag_oracle`), and a unit read behind a nearly closed gate is under 1 % of it
+`python -m experiments.mag_oracle`), and a unit read behind a nearly closed gate is under 1 % of it
 late, too little to move the prediction and more than Adam at a small learning rate can scale up in
 a short run.
 
@@ -185,7 +185,7 @@ class QueryRefiner(nn.Module):
     `NeuralMemory`'s short convolution). b = −2 starts γ near 0.12, and W_p = 0 so the query starts
     as h̃ alone: a random W_p mixed noise into it, and with fresh least-squares memories at layers
     2, 4, …, 10 the needle's token came back for 41 % of answer tokens at layer 8 instead of 57 %
-    (`python -m benchmarks.mag_lookup`)."""
+    (`python -m experiments.mag_lookup`)."""
 
     def __init__(self, *, hidden: int, bias_init: float = -2.0):
         super().__init__()

@@ -3,12 +3,12 @@ optimisation (`runs/mag/hashhop.toml`; not in runs/ itself, whose *.toml are byt
 
     name = "mag-hashhop"
     base = "smollm2-135m"               # or a local Hugging Face model directory
-    steps = 1500
-    lr = 1e-3
+    steps = 1200
+    lr = 3e-4
     base_dtype = "bf16"                 # the frozen layers under bf16 autocast ("fp32": none)
 
-    [mag]                               # MAGConfig fields; layers as parse_layers reads them
-    layers = "every_4"
+    [mag]                               # a preset (mag/config.py PRESETS) and MAGConfig fields over it
+    preset = "hash-hop"
     window = 256                        # attention window in tokens: the needles lie beyond it
 
     [data]
@@ -31,7 +31,7 @@ import torch
 
 from agiformer.errors import AGIFormerError
 from agiformer.mag.base import BASE_DTYPES
-from agiformer.mag.config import MAGConfig
+from agiformer.mag.config import DEFAULT_WINDOW, MAGConfig, preset_values
 from agiformer.mag.data import TASKS
 from agiformer.train.recipe import Schedule, from_table, read_toml
 from agiformer.validation import type_problems
@@ -120,12 +120,15 @@ class MAGRecipe(Schedule):
             raise AGIFormerError(f"{where}: lr must be > 0, min_lr_ratio in [0, 1] and warmup_steps ≥ 0")
         if not self.write_gate_lr_scale > 0:
             raise AGIFormerError(f"{where}: write_gate_lr_scale must be > 0, got {self.write_gate_lr_scale}")
-        known = {f.name for f in dataclasses.fields(MAGConfig)} - set(_IDENTITY_FIELDS)
+        known = {f.name for f in dataclasses.fields(MAGConfig)} - set(_IDENTITY_FIELDS) | {"preset"}
         unknown = sorted(set(self.mag) - known)
         if unknown:
             raise AGIFormerError(f"{where}: unknown [mag] key(s) {', '.join(unknown)}; "
                                  f"known: {', '.join(sorted(known))}")
-        window = self.mag.get("window", 256)
+        try:
+            window = self.mag_values()["window"]
+        except AGIFormerError as error:
+            raise AGIFormerError(f"{where}: [mag] {error}") from None
         if not isinstance(window, int) or window < 1:
             raise AGIFormerError(f"{where}: [mag] window must be a number of tokens ≥ 1 (the needles lie beyond "
                                  f"it), got {window!r}")
@@ -144,10 +147,14 @@ class MAGRecipe(Schedule):
             raise AGIFormerError(f"{where}: [data] val_seed must differ from seed, or validation would repeat "
                                  "training samples")
 
+    def mag_values(self) -> dict:
+        """[mag] over its preset's values; layers "every_4" and window DEFAULT_WINDOW unless given."""
+        fields = {key: value for key, value in self.mag.items() if key != "preset"}
+        return {"window": DEFAULT_WINDOW, **preset_values(self.mag.get("preset"), fields)}
+
     def mag_config(self, base) -> MAGConfig:
-        """The MAGConfig for this base: [mag] values, layers "every_4" and window 256 unless given."""
-        values = {"layers": "every_4", "window": 256, **self.mag}
-        return MAGConfig.for_base(base, **values)
+        """The MAGConfig for this base (`mag_values`)."""
+        return MAGConfig.for_base(base, **self.mag_values())
 
     @property
     def torch_base_dtype(self) -> torch.dtype | None:

@@ -23,20 +23,20 @@ context reads back what followed it (an induction head's lookup, in memory); tra
 key_span = s > 1 starts them as sums over s positions instead (q: t − s + 1 … t, k: t − s … t − 1),
 so a key holds the last s tokens before what it stores: a hash-hop value's first token follows
 " =", which ends every line, and only the tokens before it tell the lines apart (`python -m
-benchmarks.mag_key_span`: 0 of 8 first answer tokens found with s = 1, 8 of 8 with s = 3).
+experiments.mag_key_span`: 0 of 8 first answer tokens found with s = 1, 8 of 8 with s = 3).
 key_form="concat" puts those s positions side by side instead (q: the convolution's outputs at
 t, t − 1, …, t − s + 1; k: its outputs there, each already one position back), s·head_dim
 dimensions per head: a sum of s linear maps of dim-dimensional states has rank ≤ dim, so a
 least-squares map keyed by sums cannot hold apart more pairs than that, where hash-hop stores ~760
 (1,024 tokens) to ~1,780 (2,048) beyond the window. Untrained, with SmolLM2's layer-4 states and s = 3,
 the read brings back 94 % / 54 % of answer tokens at 1,024 / 2,048 tokens, against 26 % / 22 % for
-the sum (`python -m benchmarks.mag_capacity`). Least-squares write only (keys and values differ in
+the sum (`python -m experiments.mag_capacity`). Least-squares write only (keys and values differ in
 size); the state keeps the last conv_kernel + s − 2 projections.
 
 Associative start: q and k share one orthogonal projection, so from the first step a query finds
 the keys of inputs like its own; v is orthogonal and out its transpose, so a read returns inputs as
 they were stored; a depth-1 memory starts empty (zero weights; deeper ones need random weights for
-their gradients). Measured in MAG on SmolLM2 (`python -m benchmarks.mag_lookup`): the needle's key
+their gradients). Measured in MAG on SmolLM2 (`python -m experiments.mag_lookup`): the needle's key
 is a hash-hop query's most similar of ~700 for 74–78 % of answer tokens at layers 8 and 12, yet the
 depth-1 read brings the needle's token back for only 0–4 %, where the least-squares map over the
 same pairs would for 69/54 %: one gradient step per chunk does not converge when many keys share a
@@ -47,7 +47,7 @@ sums Σ θ k kᵀ and Σ θ k vᵀ in the state, each chunk read through the rid
 earlier pairs. θ = σ(·) weighs a token's pair, α forgets; there is no momentum and no initial map
 (an empty memory reads zero). Its fresh read brings the needle's token back for 63 % of answer
 tokens at layer 8 (λ = 1e-3; 54 % at λ = 1e-2) and 57–65 % at layers 2–8 where the gradient write's
-did for 0–4 % (`python -m benchmarks.mag_lookup --write least_squares --ridge 1e-3 [--layers ...]`).
+did for 0–4 % (`python -m experiments.mag_lookup --write least_squares --ridge 1e-3 [--layers ...]`).
 """
 
 from __future__ import annotations

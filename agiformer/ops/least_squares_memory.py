@@ -12,7 +12,7 @@ chunk's pairs: the optimum the Titans write (`neural_memory`) steps towards by o
 chunk, here solved exactly (the Mesa layer's rule, von Oswald et al. 2023, with chunked reads). It
 matters when many keys share a direction: in MAG on SmolLM2 the gradient-written depth-1 memory
 brought a hash-hop needle's token back for 0–4 % of answer tokens where this map would for 54–69 %
-(`python -m benchmarks.mag_lookup`).
+(`python -m experiments.mag_lookup`).
 
 Causality as in `neural_memory_scan`: a chunk is read before it is written. The sums are a cheap
 recurrence (two rank-C updates per chunk); the reads of all chunks are independent once the sums

@@ -30,9 +30,9 @@ class _Statement:
 
 @functools.lru_cache(maxsize=1)
 def _stdlib_files() -> tuple[tuple[str, Path], ...]:
-    from agiformer.data.corpora import _resolve_stdlib
+    from agiformer.data import stdlib_source
 
-    files = tuple((key, path) for key, path in _resolve_stdlib().files.items()
+    files = tuple((key, path) for key, path in stdlib_source().files.items()
                   if 200 <= path.stat().st_size <= _MAX_STDLIB_FILE_BYTES)
     if not files:
         raise AGIFormerError("task 'code' found no usable .py files in the standard library of this interpreter")

@@ -13,8 +13,8 @@ which tokens can be answers). For every answer token j at position p, the query 
 p − s + 1 … p, and the read q W is right when the nearest embedding row of the whole vocabulary is
 j's (the frozen head's view; no short-list of stored tokens, so fewer writes do not make it easier).
 
-    python -m benchmarks.mag_capacity --threads 2                       # 1,024-token prompts
-    python -m benchmarks.mag_capacity --threads 2 --context-tokens 2048
+    python -m experiments.mag_capacity --threads 2                       # 1,024-token prompts
+    python -m experiments.mag_capacity --threads 2 --context-tokens 2048
 
 Writes docs/results/mag_capacity_<context tokens>.{json,md}.
 """
@@ -32,8 +32,8 @@ from benchmarks.common import (
     RESULTS_DIR, command_line, environment_markdown, finish_environment, log, markdown_table, write_json,
     write_text,
 )
-from benchmarks.mag_key_span import normed_inputs, span_sums
-from benchmarks.mag_lookup import add_prompt_arguments, answer_lookups, hash_hop_prompts, parse_and_start, \
+from experiments.mag_key_span import normed_inputs, span_sums
+from experiments.mag_lookup import add_prompt_arguments, answer_lookups, hash_hop_prompts, parse_and_start, \
     ridge_map, windowed_base
 
 KEY_FORMS = ("sum", "concat")

@@ -27,10 +27,10 @@ A fresh model (a base name or directory) measures the memory as initialised; a t
 that knows the format but not the hash, the mean over answer positions of the entropy of the token
 found there, over 3,000 random " <hash>" answers (a loss at that level has learned nothing per sample).
 
-    python -m benchmarks.mag_lookup                      # SmolLM2 + fresh MAG layers 8,12,16,20,24
-    python -m benchmarks.mag_lookup --write least_squares --out docs/results/mag_lookup_least_squares
-    python -m benchmarks.mag_lookup out/mag-hashhop      # the trained run
-    python -m benchmarks.mag_lookup out/mag-hashhop-late --query-form needle --out docs/results/mag_lookup_late_needle_form
+    python -m experiments.mag_lookup                      # SmolLM2 + fresh MAG layers 8,12,16,20,24
+    python -m experiments.mag_lookup --write least_squares --out docs/results/mag_lookup_least_squares
+    python -m experiments.mag_lookup out/mag-hashhop      # the trained run
+    python -m experiments.mag_lookup out/mag-hashhop-late --query-form needle --out docs/results/mag_lookup_late_needle_form
 
 Writes docs/results/mag_lookup[_NAME].{json,md}.
 """

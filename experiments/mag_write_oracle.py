@@ -12,7 +12,7 @@ decoding with the base + MAG under the window, for two writes:
 and, for each miss, which answer token is the first that teacher forcing predicts wrong (the
 answer's newline counted as its last token): where the lookup breaks.
 
-    python -m benchmarks.mag_write_oracle out/mag-hashhop-concat-gpu --context-tokens 2048 --threads 2
+    python -m experiments.mag_write_oracle out/mag-hashhop-concat-gpu --context-tokens 2048 --threads 2
 
 Writes docs/results/mag_write_oracle_<run>_<context tokens>.{json,md}.
 """
@@ -31,8 +31,8 @@ from benchmarks.common import (
     RESULTS_DIR, command_line, environment_markdown, finish_environment, log, markdown_table, write_json,
     write_text,
 )
-from benchmarks.mag_capacity import value_positions
-from benchmarks.mag_lookup import parse_and_start
+from experiments.mag_capacity import value_positions
+from experiments.mag_lookup import parse_and_start
 
 DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 

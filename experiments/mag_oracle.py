@@ -15,11 +15,11 @@ adds its gated read:
                      the embedding rows of the tokens: not perfect, but this memory exists
 
 and the answer loss (nats/token, answer tokens the needle holds) is compared with no injection and
-with the 4.45 nats/token of a model that knows only what a hash looks like (`benchmarks.mag_lookup`).
+with the 4.45 nats/token of a model that knows only what a hash looks like (`experiments.mag_lookup`).
 A loss far below both says the layers above ℓ turn that vector into the answer by themselves;
 above "none" says they take it for the current token and predict what follows it.
 
-    python -m benchmarks.mag_oracle                       # layers 4,8,16,24, c = 1 and 2, keys at layer 4
+    python -m experiments.mag_oracle                       # layers 4,8,16,24, c = 1 and 2, keys at layer 4
 
 Writes docs/results/mag_oracle.{json,md}.
 """
@@ -38,7 +38,7 @@ from benchmarks.common import (
     RESULTS_DIR, command_line, environment_markdown, finish_environment, log, markdown_table, write_json,
     write_text,
 )
-from benchmarks.mag_lookup import (
+from experiments.mag_lookup import (
     add_prompt_arguments, answer_lookups, hash_hop_prompts, parse_and_start, windowed_base,
 )
 
@@ -115,7 +115,7 @@ def main(argv=None) -> None:
         clean = dict(residuals)  # the residuals without any injection, captured by the call above
         with torch.no_grad():
             normed = base.model.layers[args.key_layer].input_layernorm(clean[args.key_layer])
-        # pairs beyond the window of every answer position, as benchmarks.mag_lookup's ridge map
+        # pairs beyond the window of every answer position, as experiments.mag_lookup's ridge map
         recalled = recalled_embeddings(normed, tokens, embeddings, positions, spans[-1][0] - args.window, args.ridge)
         for layer in layers:
             own_norm = clean[layer][positions].norm(dim=-1, keepdim=True)

@@ -10,7 +10,7 @@ and the needle's own "<key> =". No learned projection: what a memory sourced the
 initialisation, by answer-token index. The first answer token is looked up by the question's last
 tokens, the later ones by the answer's own earlier tokens.
 
-    python -m benchmarks.mag_key_span                       # layers 4, 8; spans 1, 2, 3, 4
+    python -m experiments.mag_key_span                       # layers 4, 8; spans 1, 2, 3, 4
 
 Writes docs/results/mag_key_span.{json,md}.
 """
@@ -30,7 +30,7 @@ from benchmarks.common import (
     RESULTS_DIR, command_line, environment_markdown, finish_environment, log, markdown_table, write_json,
     write_text,
 )
-from benchmarks.mag_lookup import (
+from experiments.mag_lookup import (
     add_prompt_arguments, answer_lookups, ask_as_the_needle_is_written, hash_hop_prompts, parse_and_start,
     windowed_base,
 )
