@@ -6,9 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from agiformer.errors import AGIFormerError
 from agiformer.ops import (
-    apply_rotary, blockwise_window_attention, chunked_hebbian, embedding_sum, hebbian_step, naive_embedding_sum,
-    naive_hebbian, naive_window_attention, rolling_kv_from_sequence, rotary_angles, window_attention_step,
+    apply_rotary, blockwise_window_attention, chunked_hebbian, codebook_distances, embedding_sum, hebbian_step,
+    naive_embedding_sum, naive_hebbian, naive_token_discrepancy, naive_window_attention, rolling_kv_from_sequence,
+    rotary_angles, token_discrepancy, window_attention_step,
 )
 
 ALPHAS = [0.1, 0.5, 0.99, 1.0]
@@ -142,3 +144,51 @@ def test_embedding_sum_equals_lookup_then_add(shape):
         assert relative_error(embedding_sum(wrong, weight), plain) > 1e-3
     else:
         assert fused.numel() == 0 and fused_grad.abs().max() == 0
+
+
+# ----------------------------------------------------------------------------- token discrepancy (MVoT)
+
+def discrepancy_inputs(shape=(3, 5), K=7, d=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(*shape, K, generator=g, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, K, shape, generator=g)
+    codebook = torch.randn(K, d, generator=g, dtype=torch.float64)
+    return logits, targets, codebook
+
+
+@pytest.mark.parametrize("shape", [(1,), (3, 5), (2, 2, 3)])
+def test_token_discrepancy_equals_the_loop_with_its_gradient(shape):
+    logits, targets, codebook = discrepancy_inputs(shape)
+    fast = token_discrepancy(logits, targets, codebook)
+    (fast_grad,) = torch.autograd.grad(fast, logits)
+    slow = naive_token_discrepancy(logits, targets, codebook)
+    (slow_grad,) = torch.autograd.grad(slow, logits)
+    assert torch.allclose(fast, slow, rtol=1e-12, atol=0)
+    assert torch.allclose(fast_grad, slow_grad, rtol=1e-10, atol=1e-14)
+    # negative control: each target replaced by the next token id gives a loss far outside that tolerance
+    shifted = naive_token_discrepancy(logits, (targets + 1) % logits.shape[-1], codebook)
+    assert not torch.allclose(fast, shifted, rtol=1e-3)
+
+
+def test_token_discrepancy_charges_a_near_token_less_and_the_target_nothing():
+    codebook = torch.tensor([[0.0, 0.0], [1.0, 0.0], [5.0, 0.0]], dtype=torch.float64)
+    assert torch.equal(codebook_distances(codebook), torch.tensor([[0, 1, 5], [1, 0, 4], [5, 4, 0]], dtype=torch.float64))
+    sure = lambda k: torch.full((1, 3), -1e9, dtype=torch.float64).index_fill_(1, torch.tensor([k]), 0.0)  # noqa: E731
+    target = torch.tensor([0])
+    assert token_discrepancy(sure(0), target, codebook) == 0
+    assert token_discrepancy(sure(1), target, codebook) == 1 and token_discrepancy(sure(2), target, codebook) == 5
+    codebook.requires_grad_(True)  # the distances are a constant: the codebook gets no gradient through them
+    logits = torch.zeros(1, 3, dtype=torch.float64, requires_grad=True)
+    token_discrepancy(logits, target, codebook).backward()
+    assert codebook.grad is None and logits.grad is not None
+
+
+def test_token_discrepancy_refuses_without_a_codebook_or_with_mismatched_shapes():
+    logits, targets, codebook = discrepancy_inputs()
+    for bad, message in [((logits, targets, None), "needs a codebook"),
+                         ((logits, targets, codebook[:-1]), "does not match logits over 7 tokens"),
+                         ((logits, targets[:, :-1], codebook), "do not match logits"),
+                         ((logits, targets + 7, codebook), r"token ids in \[0, 7\)")]:
+        with pytest.raises(AGIFormerError, match=message) as error:
+            token_discrepancy(*bad)
+        assert "\n" not in str(error.value)

@@ -12,6 +12,7 @@ from agiformer.ops.byte_continuation import (
 from agiformer.ops.byte_ngrams import NO_BYTE, ngram_ids
 from agiformer.ops.embedding_sum import embedding_sum, naive_embedding_sum
 from agiformer.ops.hebbian import chunked_hebbian, hebbian_step, initial_hebbian_state, naive_hebbian
+from agiformer.ops.token_discrepancy import codebook_distances, naive_token_discrepancy, token_discrepancy
 from agiformer.ops.window_attention import (
     RollingKV,
     apply_rotary,
@@ -28,4 +29,5 @@ __all__ = [
     "RollingKV", "rolling_kv_from_sequence", "rotary_angles", "apply_rotary", "ngram_ids", "NO_BYTE",
     "continuation_ids", "naive_continuation_ids", "continuation_step", "continuation_write", "continuation_table",
     "initial_continuation_table", "NO_CONTINUATION", "embedding_sum", "naive_embedding_sum",
+    "token_discrepancy", "naive_token_discrepancy", "codebook_distances",
 ]
