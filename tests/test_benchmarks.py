@@ -2,6 +2,7 @@
 comparison in benchmarks/memory_kernel.py is fair), and it reproduces the seed's overflow defect;
 the quality benchmark's systems are the ablations they claim to be; helpers measure what they say."""
 
+import json
 import math
 import os
 import signal
@@ -16,7 +17,7 @@ from agiformer import AGIFormer, AGIFormerConfig
 from agiformer.eval.bpb import evaluate_bpb
 from agiformer.models import ByteGPTConfig
 from agiformer.ops import chunked_hebbian, naive_hebbian
-from agiformer.train import Trainer
+from agiformer.train import Recipe, Trainer
 from benchmarks import embedding_sum, quality, training_profile
 from benchmarks.common import cpu_peak_bytes_dispatch, cpu_peak_bytes_profiler, loglog_slope
 from benchmarks.seed_parallel_memory import seed_parallel_hebbian
@@ -99,7 +100,8 @@ def test_quality_systems_change_what_they_say(system):
     expected = {"agiformer": set(), "constant-alpha": set(), "attention-only": {"mixer"}, "memory-only": {"mixer"},
                 "no-reasoning": {"reasoning_steps"}, "mlp-head": {"head", "head_ngrams", "head_continuations"},
                 "no-continuations": {"head_continuations"}, "no-curriculum": set(),
-                "v1-block": {"fusion", "memory_decay", "encoder_overlap"}}
+                "v1-block": {"fusion", "memory_decay", "encoder_overlap"}, "discrepancy": {"discrepancy_weight"},
+                "neural-memory": {"memory"}, "least-squares-memory": {"memory", "memory_write"}}
     assert recipe.minutes == 12 and recipe.steps == 0  # the trainer fixes the steps that fit
     assert recipe.eval_every == recipe.checkpoint_every == quality.AT_THE_END_ONLY
     if system in quality.GPT_SWEEP:
@@ -300,3 +302,34 @@ def test_kept_fraction_is_what_the_memory_keeps_of_an_early_write():
                                    rtol=1e-10, atol=1e-12)
     assert kept_fraction(decay[0], 1, 2 * C - 1, C) == 1.0
     assert kept_fraction(decay[0], 1, L - 1, C) < 0.9
+
+
+def test_adaptation_benchmark_runs_end_to_end_on_two_small_corpora(toy_data, tmp_path):
+    import random
+    import shutil
+
+    from agiformer.data import build_user_corpus
+    from benchmarks import adaptation
+
+    data = tmp_path / "data"
+    shutil.copytree(toy_data / "toy", data / "toy")
+    rng = random.Random(1)
+    (tmp_path / "code").mkdir()
+    for i in range(30):
+        (tmp_path / "code" / f"m{i}.txt").write_text("\n".join(f"def f{rng.randint(0, 99)}(x):\n    return x + {i}"
+                                                             for _ in range(40)))
+    build_user_corpus("code", [str(tmp_path / "code")], data, progress=False)
+    recipe = Recipe.from_dict(dict(name="base", model=dict(preset="tiny"), steps=2, batch_size=4, seq_len=64, lr=3e-3,
+                                   warmup_steps=1, precision="fp32", stages=[dict(name="only", corpora={"toy": 1.0})]))
+    Trainer(recipe, data_dir=data, out_dir=tmp_path / "base", progress=False).train()
+    adaptation.main(["--base", str(tmp_path / "base"), "--corpora", "toy,code", "--steps", "2", "--data-dir", str(data),
+                     "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    result = json.loads((tmp_path / "out" / "adaptation.json").read_text())
+    assert [(r["corpus"], r["method"]) for r in result["rows"]] == \
+        [(c, m) for c in ("toy", "code") for m in ("base", "svf", "lora", "lora-matched", "full")]
+    counts = {r["method"]: r["trained_parameters"] for r in result["rows"] if r["corpus"] == "toy"}
+    assert 0 == counts["base"] < counts["svf"] < counts["lora"] < counts["full"]
+    assert 0.8 * counts["svf"] <= counts["lora-matched"] <= counts["svf"]  # LoRA at SVF's parameter count
+    assert [d["corpus"] for d in result["dispatch"]] == ["toy", "code"]
+    assert all(0 <= d["right_share"] <= 1 for d in result["dispatch"]) and len(result["dynamic"]) == 2
+    assert "Two-pass dispatch" in (tmp_path / "out" / "adaptation.md").read_text()

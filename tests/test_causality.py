@@ -9,6 +9,7 @@ import torch
 from agiformer import AGIFormer, AGIFormerConfig
 from agiformer.nn import NO_BYTE, AdaptiveReasoning, GRUByteHead, HebbianMemory, HybridBlock, MLPByteHead, PatchEncoder
 from agiformer.nn.attention import WindowAttention
+from agiformer.nn.neural_memory import BlockNeuralMemory
 from agiformer.nn import continuation
 from agiformer.ops import NO_CONTINUATION
 from tests.helpers import LEAK, ROUNDING, output_change, with_byte_changed, with_vector_changed, worst_byte_leak
@@ -45,11 +46,15 @@ def test_symmetric_pad_encoder_is_caught():
     assert output_change(lambda b: leaky(b).latents, x, with_byte_changed(x, t), t // P) > LEAK  # ... leaks into latent 1
 
 
-@pytest.mark.parametrize("layer", ["memory-head", "memory-input", "attention", "block-sum", "block-gated"])
+@pytest.mark.parametrize("layer", ["memory-head", "memory-input", "neural-gradient", "neural-least_squares",
+                                   "attention", "block-sum", "block-gated"])
 def test_sequence_layers_are_causal(layer):
     kind, _, variant = layer.partition("-")
     if kind == "memory":
         module = HebbianMemory(dim=D, heads=2, decay=variant, chunk_size=4)
+        fn = lambda x: module(x, plasticity=0.5, effort=1.0)[0]
+    elif kind == "neural":
+        module = BlockNeuralMemory(dim=D, heads=2, chunk_size=1, write=variant)  # chunk 1: t + 1 reads t's write
         fn = lambda x: module(x, plasticity=0.5, effort=1.0)[0]
     elif kind == "attention":
         module = WindowAttention(dim=D, heads=2, window=3)
@@ -60,9 +65,13 @@ def test_sequence_layers_are_causal(layer):
         fn = lambda x: module(x, plasticity=0.5, effort=1.0)[0]
     module.double()
     x = torch.randn(2, 13, D, dtype=torch.float64)
+    # a neural memory reads what earlier positions wrote: position t's own input shows from t + 1 on
+    # (at t through the query only, and the first read of an empty memory is zero)
+    reach = 2 if kind == "neural" else 1
     for t in range(13):
         assert output_change(fn, x, with_vector_changed(x, t), t) <= ROUNDING
-        assert output_change(fn, x, with_vector_changed(x, t), t + 1) > LEAK
+        if t + reach <= 13:
+            assert output_change(fn, x, with_vector_changed(x, t), t + reach) > LEAK
 
 
 def test_reasoning_with_halting_is_per_position():
@@ -100,6 +109,9 @@ VARIANTS = {
     "tiny-p3-window2": dict(patch_size=3, window=2, encoder_overlap=1),
     "tiny-memory-only": dict(mixer="memory"),
     "tiny-attention-only-no-reasoning": dict(mixer="attention", reasoning_steps=0),
+    "tiny-neural-memory-gradient": dict(memory="neural", memory_chunk_size=2),
+    "tiny-neural-memory-least-squares-only": dict(memory="neural", memory_write="least_squares", memory_chunk_size=2,
+                                                  mixer="memory"),
 }
 
 

@@ -62,10 +62,10 @@ def tiny_base(architecture: str, *, layers: int = 4, seed: int = 0, dtype=torch.
 
 
 def tiny_mag(architecture: str, *, layers="1,3", seed: int = 0, **overrides) -> MAGModel:
-    """Gate bias 0 (g = ½) and a large max_lr so the memory changes the logits plainly; chunk size 4
-    divides none of the test lengths."""
+    """Gate bias 0 (g = ½) so the memory changes the logits plainly; chunk size 4 divides none of the
+    test lengths."""
     base = tiny_base(architecture, seed=seed)
-    values = dict(memory_chunk_size=4, memory_heads=2, max_lr=1.0, gate_bias_init=0.0)
+    values = dict(memory_chunk_size=4, gate_bias_init=0.0)
     config = MAGConfig.for_base(base, layers=layers, **{**values, **overrides})
     torch.manual_seed(seed + 1)
     return MAGModel(base, config)
@@ -312,7 +312,7 @@ def test_config_layers_validation_and_json_round_trip(tmp_path):
     assert config.layers == [0, 2]
     config.save(tmp_path / "config.json")
     assert MAGConfig.load(tmp_path / "config.json") == config
-    for bad in (dict(window=0), dict(memory_depth=0), dict(max_lr=0.0), dict(grad_chunks=0), dict(layers=[2, 1]),
+    for bad in (dict(window=0), dict(memory_depth=0), dict(memory_chunk_size=0), dict(layers=[2, 1]),
                 dict(memory_write="delta"), dict(memory_write="least_squares", memory_depth=2), dict(memory_ridge=0.0),
                 dict(memory_values="logits"), dict(layers=[2], memory_source_layer=3), dict(memory_read_scale="big"),
                 dict(memory_key_span=4), dict(memory_key_span=0), dict(memory_key_form="outer"),
@@ -321,6 +321,15 @@ def test_config_layers_validation_and_json_round_trip(tmp_path):
                 dict(layers="every_2"), dict(layers=[4], base_num_layers=4, base_architecture="X", base_hidden_size=8)):
         with pytest.raises(AGIFormerError, match="invalid mag config"):
             MAGConfig(**bad)
+
+
+def test_configs_saved_with_the_retired_fields_load_where_they_held_the_fixed_values(tmp_path):
+    config = MAGConfig(layers=[1], window=8)
+    saved = {"model_type": "mag", **config.to_dict(), "memory_heads": 1, "grad_chunks": None, "max_lr": 0.1,
+             "memory_conv_kernel": 4}
+    assert MAGConfig.from_dict(saved) == config
+    with pytest.raises(AGIFormerError, match="max_lr = 1.0, a field that no longer exists"):
+        MAGConfig.from_dict({**saved, "max_lr": 1.0})
 
 
 def test_for_base_takes_a_preset_and_overrides_on_top():

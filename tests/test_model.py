@@ -25,6 +25,9 @@ VARIANTS = {
     "ablation-attention-only": dict(mixer="attention"),
     "ablation-memory-only": dict(mixer="memory"),
     "ablation-no-reasoning": dict(reasoning_steps=0),
+    # chunks of 2 latents: most positions read a memory that earlier chunks wrote
+    "neural-memory-gradient": dict(memory="neural", memory_chunk_size=2),
+    "neural-memory-least-squares": dict(memory="neural", memory_write="least_squares", memory_chunk_size=2),
 }
 
 
@@ -49,6 +52,21 @@ def test_loss_is_bits_per_byte_over_every_byte():
     assert torch.allclose(out.bpb, expected, atol=1e-5)
     assert out.n_bytes == 87 and torch.allclose(out.total_bits, out.bpb * 87)
     assert torch.allclose(out.loss, out.bpb + model.config.ponder_weight * out.ponder)
+
+
+def test_discrepancy_weight_adds_the_token_discrepancy_against_the_byte_embeddings():
+    from agiformer.ops import naive_token_discrepancy
+    model = tiny(discrepancy_weight=0.3).double()
+    x = torch.randint(0, 256, (2, 9))
+    out = model.loss(x, plasticity=0.5, effort=0.5)
+    logits = model(x, plasticity=0.5, effort=0.5)
+    embeddings = model.encoder.embed.weight[:256].detach()
+    expected = naive_token_discrepancy(logits, x, embeddings / embeddings.norm(dim=-1).mean()).detach()
+    assert torch.allclose(out.loss - out.bpb - model.config.ponder_weight * out.ponder, 0.3 * expected,
+                          rtol=1e-12, atol=0)
+    assert expected.item() > 0.5  # a real contribution, far above the tolerance
+    with pytest.raises(AGIFormerError, match="discrepancy_weight"):
+        AGIFormerConfig.preset("tiny", discrepancy_weight=-1.0)
 
 
 def test_plasticity_and_effort_default_to_the_config():

@@ -1,5 +1,5 @@
-"""The byte model's commands: train a recipe, score a checkpoint (eval), stream text (generate), needle
-recall (recall) and a look inside (inspect)."""
+"""The byte model's commands: train a recipe, adapt a trained model to other text (adapt), score a
+checkpoint (eval), stream text (generate), needle recall (recall) and a look inside (inspect)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,9 @@ from agiformer.precision import PRECISIONS, autocast
 MAX_GENERATED_BYTES = 1_000_000  # about half an hour of streaming on a laptop CPU
 MAX_PROMPT_BYTES = MAX_GENERATED_BYTES
 AUTO_PRECISION = "auto (default): bf16 where this machine runs it faster than fp32, measured"
+# starting learning rates of `agiformer adapt`: SVF's z-vectors take the paper's 2e-3; LoRA and full fine-tuning
+# move weights the base already trained, more gently
+ADAPT_LR = {"svf": 2e-3, "lora": 1e-3, "full": 3e-4}
 
 
 def register(commands) -> None:
@@ -37,10 +40,31 @@ def register(commands) -> None:
                             "ones and re-timed at a quarter, a half and three quarters of them")
     add_run_control(train)
 
+    adapt = add_command(commands, "adapt", help="train an adapter of a trained model on a corpus (SVF, LoRA or full)",
+                        run=run_adapt, examples="""\
+  agiformer adapt out/en-wiki-baseline --corpus tr-speech --method svf --minutes 10
+  agiformer adapt out/en-wiki-baseline --corpus code-py --method lora --steps 300 --out out/code-lora
+  agiformer eval out/code-lora --corpus code-py     # an adapter loads onto its base, which must be unchanged""")
+    adapt.add_argument("checkpoint", help="the trained model: a run directory (its best checkpoint) or a checkpoint")
+    adapt.add_argument("--corpus", required=True, help="the text to adapt to (its train split; scored on its val split)")
+    adapt.add_argument("--method", default="svf", choices=list(ADAPT_LR),
+                       help="svf: one scale per singular value of every linear layer (default); lora: rank-R factors "
+                            "per linear layer; full: every weight")
+    adapt.add_argument("--rank", type=positive_int, default=1, help="LoRA rank (default: 1)")
+    length = adapt.add_mutually_exclusive_group(required=True)
+    length.add_argument("--steps", type=positive_int, help="optimizer steps")
+    length.add_argument("--minutes", type=positive_float, help="wall-clock budget; the steps that fit are fixed as in train")
+    adapt.add_argument("--lr", type=positive_float,
+                       help="learning rate (default: " + ", ".join(f"{lr:g} for {m}" for m, lr in ADAPT_LR.items()) + ")")
+    adapt.add_argument("--batch-size", type=positive_int, default=4)
+    adapt.add_argument("--seq-len", type=positive_int, help="bytes per training window (default: the base's training context)")
+    add_run_control(adapt)
+
     ev = add_command(commands, "eval", help="bits per byte of a checkpoint over a whole split", run=run_eval,
                      examples="""\
   agiformer eval out/demo-en --corpus en-wiki                # the best checkpoint, test split
-  agiformer eval out/demo-en/last --corpus en-wiki --split val --effort 0.25 --baselines""")
+  agiformer eval out/demo-en/last --corpus en-wiki --split val --effort 0.25 --baselines
+  agiformer eval out/demo-en --corpus tr-speech --adapt svf     # also adapting while it reads""")
     ev.add_argument("checkpoint")
     ev.add_argument("--corpus", required=True)
     ev.add_argument("--split", default="test", choices=["train", "val", "test"])
@@ -49,6 +73,10 @@ def register(commands) -> None:
     ev.add_argument("--max-bytes", type=positive_int, help="score only the first N bytes of the split")
     ev.add_argument("--precision", default="auto", choices=PRECISIONS, help=AUTO_PRECISION)
     ev.add_argument("--baselines", action="store_true", help="also print compressor figures of the same split")
+    ev.add_argument("--adapt", choices=["svf"], help="also score it adapting while it reads (dynamic evaluation): "
+                    "after each window is scored, its bytes train the model's SVF z-vectors")
+    ev.add_argument("--adapt-steps", type=positive_int, default=1, help="with --adapt: optimizer steps per window")
+    ev.add_argument("--adapt-lr", type=positive_float, default=1e-3, help="with --adapt: Adam learning rate")
     ev.add_argument("--json", type=output_file, help="also write the result to this JSON file")
 
     gen = add_command(commands, "generate", help="stream text from a checkpoint", run=run_generate, examples="""\
@@ -87,9 +115,9 @@ def register(commands) -> None:
     insp.add_argument("--prompt", required=True)
     insp.add_argument("--out", default="inspect", help="output prefix for .png and .json (default: ./inspect)")
 
-    for command in (train, ev, recall):
+    for command in (train, adapt, ev, recall):
         add_data_dir(command)
-    for command in (train, ev, gen, recall, insp):
+    for command in (train, adapt, ev, gen, recall, insp):
         add_device(command)
     for command in (ev, gen, recall, insp):  # unset: the checkpoint's own (its config records both)
         command.add_argument("--effort", type=probability, help="reasoning effort in [0, 1] (default: the checkpoint's)")
@@ -97,9 +125,37 @@ def register(commands) -> None:
 
 
 def run_train(args) -> int | None:
-    from agiformer.train import Trainer, load_recipe
+    from agiformer.train import load_recipe
 
-    recipe = load_recipe(args.recipe, steps=args.steps, minutes=args.minutes)
+    return train_recipe(load_recipe(args.recipe, steps=args.steps, minutes=args.minutes), args)
+
+
+def run_adapt(args) -> int | None:
+    from agiformer.models.pretrained import CONFIG_FILE, model_classes
+    from agiformer.models.config import read_config_values
+    from agiformer.train import Recipe
+
+    checkpoint = resolve_checkpoint(args.checkpoint)
+    values = read_config_values(checkpoint / CONFIG_FILE)
+    model_type = values.get("model_type", "agiformer")
+    if model_type not in model_classes():
+        raise AGIFormerError(f"{checkpoint} holds a {model_type}, not a trained byte model to adapt")
+    config = model_classes()[model_type].config_class.from_dict(values)
+    length = {"steps": args.steps} if args.steps else {"minutes": args.minutes}
+    recipe = Recipe.from_dict({
+        "name": f"adapt-{args.method}-{args.corpus}", **length, "batch_size": args.batch_size,
+        "seq_len": args.seq_len or training_context(checkpoint, config), "lr": args.lr or ADAPT_LR[args.method],
+        "warmup_steps": min(30, args.steps or 30), "eval_corpus": args.corpus,
+        "adapt": {"base": str(checkpoint), "method": args.method, "lora_rank": args.rank},
+        "stages": [{"name": args.corpus, "corpora": {args.corpus: 1.0}, "plasticity": getattr(config, "plasticity", 0.99)}]},
+        source="agiformer adapt")
+    return train_recipe(recipe, args)
+
+
+def train_recipe(recipe, args) -> int | None:
+    """Train a recipe as `agiformer train` and `agiformer adapt` do: report what runs, then the result."""
+    from agiformer.train import Trainer
+
     trainer = Trainer(recipe, data_dir=args.data_dir, out_dir=args.out, device=args.device, resume=args.resume,
                       allow_recipe_change=args.allow_recipe_change, progress=not args.quiet)
     if trainer.dist.is_main:
@@ -107,7 +163,10 @@ def run_train(args) -> int | None:
         length = (f"{recipe.steps:,} steps" if not recipe.minutes else f"{planned:,} steps (fixed so far for a "
                   f"budget of {recipe.minutes:g} minutes)" if planned else f"a budget of {recipe.minutes:g} minutes (steps "
                   f"fixed after timing the first ones, re-timed as it goes)")
-        print(f"{recipe.name}: {trainer.model.num_parameters():,} parameters, {length} of "
+        trained = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+        what = (f"{recipe.adapt.method} adapter of {recipe.adapt.base}: {trained:,} trained parameters, "
+                if recipe.adapt is not None else f"{trainer.model.num_parameters():,} parameters, ")
+        print(f"{recipe.name}: {what}{length} of "
               f"{recipe.batch_size}×{recipe.seq_len} bytes, stages " +
               " → ".join(f"{s.name} (α={s.plasticity})" for s in recipe.stages) + f", on {trainer.device}; "
               + trainer.precision.describe() + (", kept from the run" if args.resume else ""), file=sys.stderr)
@@ -130,7 +189,7 @@ def run_eval(args) -> None:
     data = load_split(args.data_dir, args.corpus, args.split)
     if args.max_bytes:
         data = data[: args.max_bytes]
-    seq_len = args.seq_len or training_context(checkpoint, model)
+    seq_len = args.seq_len or training_context(checkpoint, model.config)
     plasticity = args.plasticity if args.plasticity is not None else getattr(model.config, "plasticity", None)
     effort = args.effort if args.effort is not None else getattr(model.config, "effort", None)
     precision = model_precision(model, args.precision)
@@ -141,6 +200,15 @@ def run_eval(args) -> None:
     print(f"{args.corpus} {args.split}: {result['bpb']:.4f} bits/byte, {result['bpc']:.4f} bits/char "
           f"over {result['bytes']:,} bytes (windows of {seq_len}, α={plasticity}, effort={effort}; "
           f"{precision.describe()})")
+    if args.adapt:
+        from agiformer.eval.dynamic import dynamic_bpb
+
+        adapted = dynamic_bpb(model, data, seq_len=seq_len, steps=args.adapt_steps, lr=args.adapt_lr,
+                              plasticity=plasticity, effort=effort, precision=precision.precision)
+        result["adapted"] = {k: v for k, v in adapted.items() if k != "window_bits"}
+        print(f"{args.corpus} {args.split}, adapting its SVF z-vectors to each window after scoring it "
+              f"({args.adapt_steps} step(s) at lr {args.adapt_lr:g}): {adapted['bpb']:.4f} bits/byte "
+              f"({adapted['bpb'] - result['bpb']:+.4f} against static) in {adapted['seconds']:.0f} s")
     if args.baselines:
         rows = corpus_compression_baselines(args.data_dir, args.corpus, split=args.split)
         result["baselines"] = rows
@@ -185,7 +253,7 @@ def run_recall(args) -> None:
     reports, span = {}, None
     for path in args.checkpoints:
         model = load_model(path, args.device)
-        model_span = attention_span(model)
+        model_span = attention_span(model.config)
         span = span or model_span
         if span is None:
             raise AGIFormerError("give --distances, or list an AGIFORMER checkpoint first: its attention window "

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from agiformer.errors import AGIFormerError
+from agiformer.models.pretrained import resolve_checkpoint
 from agiformer.precision import choose_precision
 from agiformer.serialization import atomic_write_text
 
@@ -197,25 +198,12 @@ def interrupted_exit_code(summary: dict) -> int:
 
 # ---- checkpoints ------------------------------------------------------------------------------------
 
-def resolve_checkpoint(path: str) -> Path:
-    """A model directory, or a run directory (its `best`, else `last`, checkpoint)."""
-    directory = Path(path)
-    if not directory.exists():
-        raise AGIFormerError(f"checkpoint {directory} does not exist; pass a run directory (out/NAME) "
-                             "or one of its checkpoints (out/NAME/best)")
-    if (directory / "config.json").is_file() or not directory.is_dir():
-        return directory
-    for name in ("best", "best.old", "last", "last.old"):  # .old: the previous save, if a save's swap was cut short
-        if (directory / name / "config.json").is_file():
-            return directory / name
-    raise AGIFormerError(f"{directory} holds no checkpoint (no config.json, best/ or last/)")
-
-
 def load_model(path: str, device: str = "auto"):
-    from agiformer.models import load_model as load_saved_model
+    """A trained model from a run or checkpoint directory: a byte model, or an adapter on its base."""
+    from agiformer.train.adapt import load_trained
     from agiformer.train.distributed import pick_device
 
-    return load_saved_model(resolve_checkpoint(path), map_location=pick_device(device))
+    return load_trained(resolve_checkpoint(path), map_location=pick_device(device))
 
 
 def model_precision(model, requested: str):
@@ -223,7 +211,7 @@ def model_precision(model, requested: str):
     return choose_precision(requested, next(model.parameters()).device, width=model.config.d_model)
 
 
-def training_context(checkpoint: Path, model) -> int:
+def training_context(checkpoint: Path, config) -> int:
     """The sequence length the model was trained with (trainer.json), else 4 attention spans."""
     trainer_file = checkpoint / "trainer.json"
     if trainer_file.is_file():
@@ -231,11 +219,10 @@ def training_context(checkpoint: Path, model) -> int:
             return int(json.loads(trainer_file.read_text())["seq_len"])
         except (ValueError, KeyError, TypeError):
             pass
-    span = attention_span(model)
+    span = attention_span(config)
     return 4 * span if span else 1024
 
 
-def attention_span(model) -> int | None:
+def attention_span(config) -> int | None:
     """Bytes an AGIFORMER's attention window covers; None for a full-attention model."""
-    config = model.config
     return config.window * config.patch_size if hasattr(config, "window") else None

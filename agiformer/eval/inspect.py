@@ -13,6 +13,17 @@ import torch
 
 
 @torch.no_grad()
+def byte_surprise(model, prompt: bytes, *, plasticity: float | None = None, effort: float | None = None) -> list[float]:
+    """Bits each byte of `prompt` cost the model given the bytes before it: −log₂ p(byte)."""
+    was_training = model.training
+    model.eval()
+    x = torch.tensor([list(prompt)], device=next(model.parameters()).device)
+    logits = model(x, plasticity=plasticity, effort=effort)[0].double()
+    model.train(was_training)
+    return (-torch.log_softmax(logits, -1).gather(-1, x[0, :, None])[:, 0] / math.log(2)).tolist()
+
+
+@torch.no_grad()
 def inspect_model(model, prompt: bytes, *, plasticity: float | None = None, effort: float | None = None) -> dict:
     plasticity, effort = model.resolve(plasticity, effort)
     model.eval()
@@ -50,7 +61,7 @@ def inspect_model(model, prompt: bytes, *, plasticity: float | None = None, effo
         elif i in captured["attention"] and i in captured["memory"]:  # summed fusion: share of the output norm
             a, m = captured["attention"][i].norm(dim=-1), captured["memory"][i].norm(dim=-1)
             row["attention_share"] = (a / (a + m + 1e-9)).tolist()
-        if i in captured["memory_in"]:
+        if i in captured["memory_in"] and hasattr(block.memory, "log_decay"):  # a neural memory forgets by a gate
             log_decay = block.memory.log_decay(captured["memory_in"][i], plasticity=plasticity, effort=effort)[0]
             decay = log_decay.exp().mean(-1)  # per head, averaged over positions
             row["memory_decay"] = decay.tolist()

@@ -12,9 +12,12 @@ from typing import ClassVar
 
 from agiformer.errors import AGIFormerError
 from agiformer.models.config import ConfigMixin
-from agiformer.nn.neural_memory import KEY_FORMS, WRITES
+from agiformer.nn.neural_memory import memory_problems
 
 DEFAULT_WINDOW = 256  # tokens a windowed layer attends to when a recipe or a command gives no window
+MEMORY_CONV_KERNEL = 4  # taps of the memory's causal q/k/v convolution
+# fields no recipe set and no measurement needed, removed; the values the memory now always uses
+RETIRED_FIELDS = {"memory_heads": 1, "grad_chunks": None, "max_lr": 0.1, "memory_conv_kernel": MEMORY_CONV_KERNEL}
 MEMORY_VALUES = ("state", "embeddings")
 MEMORY_READ_SCALES = ("unit", "residual")
 
@@ -71,12 +74,8 @@ class MAGConfig(ConfigMixin):
     layers: list[int] = field(default_factory=list)  # decoder layers with a memory (empty: the plain base)
     window: int | None = None           # attention window in tokens (a query sees itself and W−1 before); None = full
     memory_depth: int = 1               # layers of the memory MLP (2 diverged in training on SmolLM2, see NeuralMemory)
-    memory_heads: int = 1
     memory_chunk_size: int = 16         # tokens per memory write
-    grad_chunks: int | None = None      # truncate backprop through the writes to this many chunks (None: all)
-    max_lr: float = 0.1                 # bound on one chunk's total memory learning rate
-    memory_conv_kernel: int = 4         # causal depthwise convolution of q/k/v over this many tokens (1: none)
-    memory_key_span: int = 1            # q and k start as sums over this many tokens (needs conv kernel ≥ span + 1)
+    memory_key_span: int = 1            # q and k start from this many tokens (sum: at most 3, the convolution's 4 taps − 1)
     memory_key_form: str = "sum"        # "sum" or "concat": the key_span tokens side by side (least squares only)
     memory_write: str = "gradient"      # "gradient" (Titans) or "least_squares" (the ridge map over all pairs, depth 1)
     memory_ridge: float = 1e-2          # λ of the least-squares write
@@ -104,29 +103,10 @@ class MAGConfig(ConfigMixin):
             self.check(all(i < self.base_num_layers for i in self.layers),
                        f"layers {self.layers} out of range for a base with {self.base_num_layers} layers")
         self.check(self.window is None or self.window >= 1, f"window must be ≥ 1 or None, got {self.window}")
-        for name in ("memory_depth", "memory_heads", "memory_chunk_size"):
-            self.check(getattr(self, name) >= 1, f"{name} must be ≥ 1, got {getattr(self, name)}")
-        self.check(self.grad_chunks is None or self.grad_chunks >= 1,
-                   f"grad_chunks must be ≥ 1 or None, got {self.grad_chunks}")
-        self.check(self.max_lr > 0 and math.isfinite(self.max_lr), f"max_lr must be > 0, got {self.max_lr}")
-        self.check(self.memory_write in WRITES, f"memory_write must be one of {', '.join(WRITES)}, "
-                   f"got {self.memory_write!r}")
-        self.check(self.memory_write != "least_squares" or self.memory_depth == 1,
-                   f"memory_write 'least_squares' fits a linear map: memory_depth must be 1, got {self.memory_depth}")
-        self.check(self.memory_ridge > 0 and math.isfinite(self.memory_ridge),
-                   f"memory_ridge must be > 0, got {self.memory_ridge}")
-        self.check(self.memory_key_form in KEY_FORMS, f"memory_key_form must be one of {', '.join(KEY_FORMS)}, "
-                   f"got {self.memory_key_form!r}")
-        if self.memory_key_form == "sum":
-            self.check(self.memory_key_span == 1 or 1 < self.memory_key_span < self.memory_conv_kernel,
-                       f"memory_key_span must be 1 or between 2 and memory_conv_kernel − 1 "
-                       f"({self.memory_conv_kernel - 1}), got {self.memory_key_span}")
-        else:
-            self.check(self.memory_write == "least_squares" and self.memory_key_span >= 2
-                       and self.memory_conv_kernel >= 2,
-                       f"memory_key_form 'concat' needs memory_write 'least_squares', memory_key_span ≥ 2 and "
-                       f"memory_conv_kernel ≥ 2, got {self.memory_write!r}, {self.memory_key_span}, "
-                       f"{self.memory_conv_kernel}")
+        problems = memory_problems(depth=self.memory_depth, chunk_size=self.memory_chunk_size,
+                                   conv_kernel=MEMORY_CONV_KERNEL, key_span=self.memory_key_span,
+                                   key_form=self.memory_key_form, write=self.memory_write, ridge=self.memory_ridge)
+        self.check(not problems, "memory: " + "; ".join(problems))
         self.check(self.memory_values in MEMORY_VALUES, f"memory_values must be one of {', '.join(MEMORY_VALUES)}, "
                    f"got {self.memory_values!r}")
         self.check(self.memory_read_scale in MEMORY_READ_SCALES, f"memory_read_scale must be one of "
@@ -139,9 +119,15 @@ class MAGConfig(ConfigMixin):
         self.check(math.isfinite(self.gate_bias_init), f"gate_bias_init must be finite, got {self.gate_bias_init}")
         self.check(self.base_hidden_size >= 0 and self.base_num_layers >= 0,
                    "base_hidden_size and base_num_layers must be ≥ 0 (0: not recorded yet)")
-        if self.base_hidden_size:
-            self.check(self.base_hidden_size % self.memory_heads == 0,
-                       f"hidden size {self.base_hidden_size} is not divisible by memory_heads {self.memory_heads}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "MAGConfig":
+        values = dict(values)
+        for key, fixed in RETIRED_FIELDS.items():  # saved by earlier versions: loadable where they held the fixed value
+            if key in values and (value := values.pop(key)) != fixed:
+                raise AGIFormerError(f"this MAG config sets {key} = {value!r}, a field that no longer exists: "
+                                     f"the memory now always uses {fixed!r}")
+        return super().from_dict(values)
 
     @property
     def has_base_identity(self) -> bool:

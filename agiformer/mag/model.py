@@ -42,7 +42,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from agiformer.errors import AGIFormerError
-from agiformer.mag.config import MAGConfig, base_identity
+from agiformer.mag.config import MEMORY_CONV_KERNEL, MAGConfig, base_identity
 from agiformer.models.config import read_config_values
 from agiformer.models.pretrained import CONFIG_FILE, WEIGHTS_FILE, check_weights_match
 from agiformer.nn.neural_memory import MemoryState, NeuralMemory
@@ -205,11 +205,9 @@ class MAGLayer(nn.Module):
 
     def __init__(self, *, hidden: int, config: MAGConfig, refine: bool):
         super().__init__()
-        self.memory = NeuralMemory(dim=hidden, heads=config.memory_heads, depth=config.memory_depth,
-                                   chunk_size=config.memory_chunk_size, grad_chunks=config.grad_chunks,
-                                   max_lr=config.max_lr, conv_kernel=config.memory_conv_kernel,
-                                   key_span=config.memory_key_span, key_form=config.memory_key_form,
-                                   write=config.memory_write, ridge=config.memory_ridge)
+        self.memory = NeuralMemory(dim=hidden, depth=config.memory_depth, chunk_size=config.memory_chunk_size,
+                                   conv_kernel=MEMORY_CONV_KERNEL, key_span=config.memory_key_span,
+                                   key_form=config.memory_key_form, write=config.memory_write, ridge=config.memory_ridge)
         self.memory_norm = nn.LayerNorm(hidden)
         self.gate = nn.Linear(hidden, hidden)
         nn.init.zeros_(self.gate.weight)

@@ -22,9 +22,11 @@ from agiformer.models.streaming import ByteStream, sample_byte
 from agiformer.nn import (
     NO_BYTE, AdaptiveReasoning, BlockState, GRUByteHead, HebbianMemory, HybridBlock, MLPByteHead, PatchEncoder,
 )
+from agiformer.nn.neural_memory import BlockNeuralMemory
 from agiformer.nn.reasoning import ReasoningOutput, no_reasoning
 from agiformer.models.outputs import LossOutput
 from agiformer.models.pretrained import load_model, save_model
+from agiformer.ops.token_discrepancy import token_discrepancy
 
 
 class ModelOutput(NamedTuple):
@@ -58,6 +60,8 @@ class AGIFormer(nn.Module):
 
     def _build_memory(self) -> nn.Module:
         c = self.config
+        if c.memory == "neural":
+            return BlockNeuralMemory(dim=c.d_model, heads=c.n_heads, chunk_size=c.memory_chunk_size, write=c.memory_write)
         return HebbianMemory(dim=c.d_model, heads=c.n_heads, decay=c.memory_decay, chunk_size=c.memory_chunk_size,
                              effort_sharpening=c.effort_sharpens_memory)
 
@@ -113,12 +117,21 @@ class AGIFormer(nn.Module):
 
     def loss(self, x: torch.Tensor, *, plasticity: float | None = None, effort: float | None = None) -> LossOutput:
         out = self.run(x, plasticity=plasticity, effort=effort)
-        nats = F.cross_entropy(out.logits.float().reshape(-1, 256), x.reshape(-1), reduction="sum")
+        logits = out.logits.to(torch.promote_types(out.logits.dtype, torch.float32))  # bf16 up, float64 kept
+        nats = F.cross_entropy(logits.reshape(-1, 256), x.reshape(-1), reduction="sum")
         total_bits = nats / math.log(2)
         bpb = total_bits / x.numel()
         ponder = out.reasoning.ponder.mean()
-        return LossOutput(bpb + self.config.ponder_weight * ponder, bpb, total_bits, x.numel(), ponder,
-                          out.reasoning.steps.float().mean())
+        loss = bpb + self.config.ponder_weight * ponder
+        if self.config.discrepancy_weight > 0:
+            loss = loss + self.config.discrepancy_weight * token_discrepancy(logits, x, self.byte_codebook())
+        return LossOutput(loss, bpb, total_bits, x.numel(), ponder, out.reasoning.steps.float().mean())
+
+    def byte_codebook(self) -> torch.Tensor:
+        """The encoder's embeddings of the 256 bytes (256, D), scaled to a mean row norm of 1 so that the
+        discrepancy's weight means the same as the embeddings grow; a constant of the loss (detached)."""
+        rows = self.encoder.embed.weight[:256].detach()
+        return rows / rows.norm(dim=-1).mean()
 
     def generate(self, prompt: bytes, max_new_bytes: int = 256, *, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, effort: float | None = None, plasticity: float | None = None,

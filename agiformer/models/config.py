@@ -77,7 +77,8 @@ class AGIFormerConfig(ConfigMixin):
     window: int = 128                   # attention window, in patches (a query sees itself and window−1 before)
     mixer: str = "hybrid"               # "hybrid": attention and memory; ablations "attention" or "memory" only
     fusion: str = "sum"                 # attention + memory: "sum" (v1) or "gated" (v2)
-    memory: str = "hebbian"             # block memory kind
+    memory: str = "hebbian"             # block memory: "hebbian" (fast weights) or "neural" (Titans, agiformer.nn.neural_memory)
+    memory_write: str = "gradient"      # neural memory's write: "gradient" (Titans) or "least_squares"
     memory_decay: str = "head"          # "head": learned constant per head (v1); "input": per position (v2)
     memory_chunk_size: int = 64         # chunk length of the chunkwise-parallel memory
     effort_sharpens_memory: bool = True  # low effort → λ^(1.1/(effort+0.1)), faster forgetting
@@ -92,6 +93,7 @@ class AGIFormerConfig(ConfigMixin):
     effort_threshold_shift: float = 0.5  # threshold lowered by (1 − effort)·shift
     halt_bias_init: float = -1.0
     ponder_weight: float = 0.01         # ACT ponder cost weight in the training loss (bits)
+    discrepancy_weight: float = 0.0     # MVoT token discrepancy against the encoder's byte embeddings in the loss; 0 = off
     plasticity: float = 0.99            # α used when a call gives none: the last training stage's
     effort: float = 1.0                 # effort used when a call gives none
     train_effort_range: tuple[float, float] = (0.0, 1.0)  # effort is drawn per batch from this range
@@ -106,7 +108,8 @@ class AGIFormerConfig(ConfigMixin):
         problems = []
         if self.n_heads >= 1 and (self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2):
             problems.append(f"d_model {self.d_model} must split into n_heads {self.n_heads} heads of even size")
-        for name, allowed in (("mixer", ("hybrid", "attention", "memory")), ("fusion", ("sum", "gated")), ("memory", ("hebbian",)),
+        for name, allowed in (("mixer", ("hybrid", "attention", "memory")), ("fusion", ("sum", "gated")), ("memory", ("hebbian", "neural")),
+                              ("memory_write", ("gradient", "least_squares")),
                               ("memory_decay", ("head", "input")), ("head", ("gru", "mlp"))):
             if getattr(self, name) not in allowed:
                 problems.append(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -117,8 +120,9 @@ class AGIFormerConfig(ConfigMixin):
         for name in ("mlp_ratio", "rope_base", "norm_eps"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be > 0, got {getattr(self, name)}")
-        if not 0 <= self.dropout < 1 or self.ponder_weight < 0:
-            problems.append(f"dropout must be in [0, 1) and ponder_weight ≥ 0, got {self.dropout}, {self.ponder_weight}")
+        if not 0 <= self.dropout < 1 or self.ponder_weight < 0 or self.discrepancy_weight < 0:
+            problems.append(f"dropout must be in [0, 1), ponder_weight and discrepancy_weight ≥ 0, got {self.dropout}, "
+                            f"{self.ponder_weight}, {self.discrepancy_weight}")
         if not 0 < self.act_threshold <= 1 or not 0 <= self.effort_threshold_shift < self.act_threshold:
             problems.append(f"act_threshold must be in (0, 1] and effort_threshold_shift in [0, act_threshold), "
                             f"got {self.act_threshold}, {self.effort_threshold_shift}")

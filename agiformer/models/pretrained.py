@@ -40,6 +40,20 @@ def save_model(model, directory: str | Path) -> None:
     model.config.save(directory / CONFIG_FILE)
 
 
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A model directory, or a run directory (its `best`, else `last`, checkpoint)."""
+    directory = Path(path)
+    if not directory.exists():
+        raise AGIFormerError(f"checkpoint {directory} does not exist; pass a run directory (out/NAME) "
+                             "or one of its checkpoints (out/NAME/best)")
+    if (directory / CONFIG_FILE).is_file() or not directory.is_dir():
+        return directory
+    for name in ("best", "best.old", "last", "last.old"):  # .old: the previous save, if a save's swap was cut short
+        if (directory / name / CONFIG_FILE).is_file():
+            return directory / name
+    raise AGIFormerError(f"{directory} holds no checkpoint (no config.json, best/ or last/)")
+
+
 def load_model(directory: str | Path, *, expected: type | None = None, map_location="cpu"):
     """The model saved in `directory`, in eval mode; `expected` restricts the model class."""
     directory = Path(directory)

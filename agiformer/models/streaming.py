@@ -43,7 +43,8 @@ class ByteStream:
         whole = len(prompt) // P * P
         with inference(model):
             latents = model.context_latents(self._tensor(prompt[:whole]))
-            h, self.states, _ = model.backbone(latents, plasticity=self.plasticity, effort=self.effort)
+            h, self.states, reasoning = model.backbone(latents, plasticity=self.plasticity, effort=self.effort)
+        self.reasoning_steps = int(reasoning.steps[0, -1])  # of the position decoding the current patch
         self.left_context = list(prompt[:whole][-model.config.encoder_overlap:]) if model.config.encoder_overlap else []
         self.history = ([NO_BYTE] * model.head.history_bytes + list(prompt[:whole]))[-model.head.history_bytes:]
         self.continuations = model.head.continuations
@@ -88,8 +89,9 @@ class ByteStream:
             left = [NO_BYTE] * (overlap - len(self.left_context)) + self.left_context
             with inference(model):
                 latent = model.encoder(self._tensor(self.pending), self._tensor(left)).latents
-                h, self.states, _ = model.backbone(latent.to(model.start_latent.dtype), self.states,
-                                                   plasticity=self.plasticity, effort=self.effort)
+                h, self.states, reasoning = model.backbone(latent.to(model.start_latent.dtype), self.states,
+                                                           plasticity=self.plasticity, effort=self.effort)
+            self.reasoning_steps = int(reasoning.steps[0, -1])
             self.left_context = (self.left_context + self.pending)[-overlap:] if overlap else []
             self._begin_patch(h[:, -1])
 

@@ -69,6 +69,32 @@ KEY_FORMS = ("sum", "concat")
 MemoryState = NeuralMemoryState | LeastSquaresMemoryState
 
 
+def memory_problems(*, depth: int, chunk_size: int, conv_kernel: int, key_span: int, key_form: str, write: str,
+                    ridge: float) -> list[str]:
+    """What is wrong with a memory's keys (span, form, convolution) and write (kind, depth, ridge, chunk);
+    empty when nothing is. The layer and the configs that build it (MAG's) check with this one function."""
+    problems = []
+    if write not in WRITES:
+        problems.append(f"write must be one of {', '.join(WRITES)}, got {write!r}")
+    if depth < 1 or chunk_size < 1:
+        problems.append(f"depth and chunk_size must be ≥ 1, got {depth} and {chunk_size}")
+    if not (ridge > 0 and math.isfinite(ridge)):
+        problems.append(f"ridge must be > 0, got {ridge}")
+    if write == "least_squares" and depth != 1:
+        problems.append(f"the least_squares write fits a linear map: it needs depth 1, got {depth}")
+    if conv_kernel < 1:
+        problems.append(f"conv_kernel must be ≥ 1 (1: no convolution), got {conv_kernel}")
+    if key_form not in KEY_FORMS:
+        problems.append(f"key_form must be one of {', '.join(KEY_FORMS)}, got {key_form!r}")
+    elif key_form == "sum" and not (key_span == 1 or 1 < key_span < conv_kernel):
+        problems.append(f"a key summed over key_span positions before its own needs key_span 1 or between 2 and "
+                        f"conv_kernel − 1 ({conv_kernel - 1}), got {key_span}")
+    elif key_form == "concat" and (write != "least_squares" or key_span < 2 or conv_kernel < 2):
+        problems.append(f"key_form 'concat' needs the least_squares write, key_span ≥ 2 and conv_kernel ≥ 2, "
+                        f"got write {write!r}, key_span {key_span}, conv_kernel {conv_kernel}")
+    return problems
+
+
 def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 
@@ -91,34 +117,18 @@ class NeuralMemory(nn.Module):
                  max_lr: float = 0.1, conv_kernel: int = 4, key_span: int = 1, key_form: str = "sum",
                  write: str = "gradient", ridge: float = 1e-2):
         super().__init__()
-        if write not in WRITES:
-            raise AGIFormerError(f"neural memory write must be one of {', '.join(WRITES)}, got {write!r}")
-        if write == "least_squares" and (depth != 1 or not ridge > 0):
-            raise AGIFormerError(f"the least-squares write fits a linear map: it needs depth 1 and ridge > 0, "
-                                 f"got depth {depth}, ridge {ridge}")
-        if head_dim is None:
-            if dim % heads:
-                raise AGIFormerError(f"neural memory dim {dim} is not divisible by heads {heads}; pass head_dim")
-            head_dim = dim // heads
+        problems = memory_problems(depth=depth, chunk_size=chunk_size, conv_kernel=conv_kernel, key_span=key_span,
+                                   key_form=key_form, write=write, ridge=ridge)
+        if grad_chunks is not None and grad_chunks < 1:
+            problems.append(f"grad_chunks must be ≥ 1 or None, got {grad_chunks}")
+        if head_dim is None and dim % heads:
+            problems.append(f"dim {dim} is not divisible by heads {heads}; pass head_dim")
+        if problems:
+            raise AGIFormerError("neural memory: " + "; ".join(problems))
+        head_dim = dim // heads if head_dim is None else head_dim
         hidden = int(head_dim * hidden_mult)
-        if depth < 1 or (depth > 1 and hidden < 1):
-            raise AGIFormerError(f"neural memory needs depth ≥ 1 and a hidden width ≥ 1, got depth {depth}, "
-                                 f"hidden {hidden}")
-        if conv_kernel < 1:
-            raise AGIFormerError(f"neural memory conv_kernel must be ≥ 1 (1: no convolution), got {conv_kernel}")
-        if key_span < 1 or (key_form == "sum" and key_span > 1 and conv_kernel < key_span + 1):
-            raise AGIFormerError(f"neural memory key_span must be ≥ 1, and a key summed over s positions before "
-                                 f"its own needs conv_kernel ≥ s + 1: got key_span {key_span}, "
-                                 f"conv_kernel {conv_kernel}")
-        if key_form not in KEY_FORMS:
-            raise AGIFormerError(f"neural memory key_form must be one of {', '.join(KEY_FORMS)}, got {key_form!r}")
-        if key_form == "concat" and (write != "least_squares" or key_span < 2 or conv_kernel < 2):
-            raise AGIFormerError(f"key_form 'concat' needs the least_squares write, key_span ≥ 2 and "
-                                 f"conv_kernel ≥ 2, got write {write!r}, key_span {key_span}, "
-                                 f"conv_kernel {conv_kernel}")
-        if chunk_size < 1 or (grad_chunks is not None and grad_chunks < 1):
-            raise AGIFormerError(f"neural memory needs chunk_size ≥ 1 and grad_chunks ≥ 1 or None, got "
-                                 f"{chunk_size} and {grad_chunks}")
+        if depth > 1 and hidden < 1:
+            raise AGIFormerError(f"neural memory needs a hidden width ≥ 1 at depth {depth}, got {hidden}")
         self.dim, self.heads, self.head_dim, self.depth = dim, heads, head_dim, depth
         self.key_span, self.key_form = key_span, key_form
         self.key_dim = key_span * head_dim if key_form == "concat" else head_dim  # per head, for q and k
@@ -248,3 +258,20 @@ class NeuralMemory(nn.Module):
         state = state._replace(recent=recent)
         y = y.view(B, H, L, E).transpose(1, 2).reshape(B, L, H * E).to(x.dtype)
         return self.out_proj(y), state
+
+
+class BlockNeuralMemory(nn.Module):
+    """A `NeuralMemory` in an AGIFORMER block, called like the Hebbian memory:
+    memory(n, state, plasticity=, effort=) → (output, state). Plasticity and effort shape the Hebbian
+    memory's decay; this memory's learning rate and forgetting are gates predicted per position, so it
+    takes neither."""
+
+    def __init__(self, *, dim: int, heads: int, chunk_size: int, write: str):
+        super().__init__()
+        # depth 1: deeper memories diverged in MAG (see the module docstring); ridge: MAG's best, 1e-3
+        self.memory = NeuralMemory(dim=dim, heads=heads, depth=1, chunk_size=chunk_size, write=write, ridge=1e-3)
+
+    def forward(self, x: torch.Tensor, state: MemoryState | None = None, *,
+                plasticity: float, effort: float) -> tuple[torch.Tensor, MemoryState]:
+        return self.memory(x, state)
+

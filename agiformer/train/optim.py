@@ -9,11 +9,14 @@ from agiformer.train.recipe import Recipe
 
 
 def optimizer_for(model: nn.Module, recipe: Recipe, *, lr_scales: dict[str, float] | None = None) -> torch.optim.AdamW:
-    """Weight decay on matrices only, not on biases, norms, embeddings' padding or scalars per head.
+    """The trainable parameters; weight decay on matrices only, not on biases, norms, embeddings' padding
+    or scalars per head (nor an SVF's z-vectors).
     lr_scales: parameters whose names end with a key train at the recipe's learning rate times its
     value, in groups of their own (`scheduled_lr` applies each group's "lr_scale")."""
     groups = {}
     for name, p in model.named_parameters():
+        if not p.requires_grad:  # frozen (an adapter's base)
+            continue
         scale = next((s for suffix, s in (lr_scales or {}).items() if name.endswith(suffix)), 1.0)
         groups.setdefault((p.dim() >= 2, scale), []).append(p)
     order = sorted(groups, key=lambda key: (key[1] != 1.0, not key[0], key[1]))  # unscaled first, as before

@@ -29,7 +29,10 @@ from pathlib import Path
 
 from agiformer.data import LONGEST_FACT
 from agiformer.errors import AGIFormerError
-from agiformer.models import AGIFormerConfig, ByteGPTConfig
+from agiformer.models import AGIFormerConfig, ByteGPTConfig, resolve_checkpoint
+from agiformer.models.config import read_config_values
+from agiformer.models.pretrained import CONFIG_FILE
+from agiformer.train.adapt import METHODS, Adaptation
 from agiformer.precision import PRECISIONS
 from agiformer.validation import type_problems
 
@@ -115,8 +118,9 @@ class Stage:
 @dataclass
 class Recipe(Schedule):
     name: str
-    model: dict
     stages: list[Stage]
+    model: dict = dataclasses.field(default_factory=dict)  # [model]; an [adapt] recipe's model is its base's
+    adapt: Adaptation | None = None  # [adapt]: train an adapter of a trained model instead of a new model
     steps: int = 0                   # optimizer steps; with minutes, the most the budget may take (0: no cap)
     minutes: float = 0.0             # wall-clock budget of the whole run (steps, validations, checkpoints)
     batch_size: int = 16
@@ -139,13 +143,22 @@ class Recipe(Schedule):
             raise AGIFormerError(f"recipe '{self.name}': stages must be [[stages]] tables, got {self.stages!r}")
         self.stages = [s if isinstance(s, Stage) else from_table(Stage, s, f"recipe '{self.name}': stages entry {i + 1}")
                        for i, s in enumerate(self.stages)]
+        if isinstance(self.adapt, dict):
+            self.adapt = from_table(Adaptation, self.adapt, f"recipe '{self.name}': [adapt]")
         if not self.eval_corpus and self.stages and isinstance(self.stages[-1].corpora, dict) and self.stages[-1].corpora:
             self.eval_corpus = next(iter(self.stages[-1].corpora))
         self.validate()
 
     def model_config(self) -> AGIFormerConfig | ByteGPTConfig:
         """[model] holds `type` ("agiformer", the default, or "byte-gpt"), a `preset` for AGIFORMER, and
-        config fields overriding it."""
+        config fields overriding it; an [adapt] recipe's model is its base's, read from the checkpoint."""
+        if self.adapt is not None:
+            if self.model:
+                raise AGIFormerError(f"recipe '{self.name}': an [adapt] recipe takes its model from the base "
+                                     f"checkpoint; remove the [model] table")
+            values = read_config_values(resolve_checkpoint(self.adapt.base) / CONFIG_FILE)
+            config_class = ByteGPTConfig if values.get("model_type") == ByteGPTConfig.model_type else AGIFormerConfig
+            return config_class.from_dict(values)
         overrides = dict(self.model)
         model_type = overrides.pop("type", "agiformer")
         if model_type == "byte-gpt":
@@ -179,6 +192,8 @@ class Recipe(Schedule):
 
     def range_problems(self) -> list[str]:
         problems = [] if self.stages else ["needs at least one [[stages]] entry"]
+        if self.adapt is None and not self.model:
+            problems.append("needs a [model] table (or an [adapt] table naming a trained model)")
         for stage in self.stages:
             if not stage.corpora or any(w < 0 for w in stage.corpora.values()) or sum(stage.corpora.values()) <= 0:
                 problems.append(f"stage '{stage.name}' needs corpora with non-negative weights summing > 0")
@@ -212,6 +227,9 @@ class Recipe(Schedule):
             problems.append(f"grad_clip must be > 0 (the largest gradient norm a step may take), got {self.grad_clip}")
         if self.weight_decay < 0:
             problems.append(f"weight_decay must be ≥ 0, got {self.weight_decay}")
+        if self.adapt is not None and (self.adapt.method not in METHODS or self.adapt.lora_rank < 1):
+            problems.append(f"[adapt] method must be one of {', '.join(METHODS)} and lora_rank ≥ 1, got "
+                            f"{self.adapt.method!r}, {self.adapt.lora_rank}")
         if not 0 <= self.seed < 2 ** 63:
             problems.append(f"seed must be in [0, 2^63), got {self.seed}")
         return problems

@@ -21,7 +21,9 @@ from agiformer.data import load_split, mixture_windows, plant_facts
 from agiformer.errors import AGIFormerError
 from agiformer.eval.bpb import count_characters, evaluate_bpb
 from agiformer.models import build_model
+from agiformer.models.config import read_config_values
 from agiformer.precision import PrecisionChoice, autocast, choose_precision
+from agiformer.train.adapt import AdapterConfig, TrainedParameters, adapted_base
 from agiformer.train.distributed import Distributed
 from agiformer.train.loop import TrainingLoop
 from agiformer.train.optim import optimizer_for, scheduled_lr
@@ -55,13 +57,16 @@ class Trainer(TrainingLoop):
 
         torch.manual_seed(recipe.seed)
         self.config = recipe.model_config()
-        self.model = build_model(self.config).to(self.device)
+        # an [adapt] recipe trains an adapter on its frozen base, and its checkpoints hold the adapter only
+        self.adapter = AdapterConfig.for_base(recipe.adapt) if recipe.adapt is not None else None
+        self.model = adapted_base(self.adapter, map_location=self.device) if self.adapter is not None \
+            else build_model(self.config).to(self.device)
         self.optimizer = optimizer_for(self.model, recipe)
         self.generators = {"data": torch.Generator().manual_seed(recipe.seed),
                            "effort": torch.Generator().manual_seed(recipe.seed + 1)}
         self.state = {"step": 0, "bytes_seen": 0, "best_val_bpb": math.inf, "elapsed_s": 0.0,
                       "seq_len": recipe.seq_len}
-        self.saved_module = self.model
+        self.saved_module = TrainedParameters(self.model) if self.adapter is not None else self.model
         self.open_run(resume=resume, recipe=recipe.to_dict(), allow_recipe_change=allow_recipe_change)
         # a resumed run keeps the precision it was trained in: its losses then repeat exactly
         if "precision" not in self.state:
@@ -127,14 +132,22 @@ class Trainer(TrainingLoop):
                 "val_bpb": bits / n_bytes, "val_bpc": bits / max(1, count_characters(self.val_data))}
 
     def checkpoint_config(self):
-        """The config saved with the weights: plasticity set to the stage being trained."""
+        """The config saved with the weights: plasticity set to the stage being trained (an adapter's: its own)."""
+        if self.adapter is not None:
+            return self.adapter
         stage = self.trained_stage()
         if not hasattr(self.config, "plasticity"):
             return self.config
         return type(self.config).from_dict({**self.config.to_dict(), "plasticity": stage.plasticity})
 
     def check_config(self, path: Path) -> None:
-        """The recipe's model config, except plasticity (the checkpoint records the stage trained last)."""
+        """The recipe's model config, except plasticity (the checkpoint records the stage trained last); an
+        adapter's config as this run made it (the same base weights)."""
+        if self.adapter is not None:
+            if read_config_values(path) != {"model_type": self.adapter.model_type, **self.adapter.to_dict()}:
+                raise AGIFormerError(f"{path.parent}: the checkpoint is an adapter of another base or method "
+                                     "than the recipe's")
+            return
         trained_as = type(self.config).load(path).to_dict()
         if trained_as != {**self.config.to_dict(), **{k: v for k, v in trained_as.items() if k == "plasticity"}}:
             raise AGIFormerError(f"{path.parent}: the checkpoint's model config differs from the recipe's; "
@@ -153,6 +166,7 @@ class Trainer(TrainingLoop):
 
     def summary_fields(self) -> dict:
         return {"bytes_seen": self.state["bytes_seen"], "parameters": self.model.num_parameters(),
+                "trained_parameters": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
                 "precision": self.state["precision"]}
 
     def curve_options(self) -> dict:
