@@ -132,7 +132,8 @@ def main(argv=None) -> None:
 def render(result: dict) -> str:
     env = result["environment"]
     lines = [f"# Adapting `{result['base']}` to other text", "",
-             f"`{result['command']}`; {env.get('cpu', 'CPU')}, torch {env.get('torch')}, {result['precision']}, "
+             f"`{result['command']}`; {env['cpu_model']}, {env['torch_threads']} threads, torch {env['torch_version']}, "
+             f"{result['precision']}, commit {env['git_commit']}, "
              f"{result['steps']} steps per adapter of 4 × {result['seq_len']} bytes.", "",
              markdown_table(["corpus", "method", "trained parameters", "training (s)", "test bpb"],
                             [[r["corpus"], r["method"], f"{r['trained_parameters']:,}", f"{r.get('train_s', 0):.0f}",
