@@ -42,7 +42,7 @@ def main() -> None:
     x = torch.randint(0, 256, (batch, length))
     rows, results = [], {}
     with torch.no_grad():
-        latents = model.context_latents(x[:, : (length // 4 - 1) * 4])
+        latents = model.context_latents(model.fixed_latents(x[:, : (length // 4 - 1) * 4]))
         for label, bias in (("runs to the cap (bias −10)", -10.0), ("halts at step 1 (bias +10)", 10.0)):
             forced_halting(model, bias)
             evals = model.reasoning(latents, effort=1.0).mlp_evals

@@ -21,7 +21,7 @@ D, P = 16, 4
 class SymmetricPadEncoder(PatchEncoder):
     """The seed v2 encoder before its fix: Conv1d(k=6, s=4, padding=1), latent n covers bytes 4n−1 … 4n+4."""
 
-    def forward(self, x, left_context=None):
+    def forward(self, x):
         pad = x.new_full((x.shape[0], 1), NO_BYTE)
         latents = self.conv(self.embed(torch.cat([pad, x, pad], dim=1)).transpose(1, 2)).transpose(1, 2)
         return type(super().forward(x))(latents, torch.arange(0, x.shape[1], self.patch_size))
@@ -92,11 +92,11 @@ def test_byte_heads_are_causal_within_a_patch(head):
             "gru-ngrams": lambda: GRUByteHead(dim=D, patch_size=P, hidden=16, ngram_order=3),
             "mlp": lambda: MLPByteHead(dim=D, patch_size=P, hidden=16)}[head]().double()
     h = torch.randn(2, 3, D, dtype=torch.float64)
-    history = torch.randint(0, 256, (2, 3, P, head.history_bytes))
-    logits = lambda hist: head(h, hist).transpose(1, 2)  # positions within the patch first
+    history = torch.randint(0, 256, (2, 3 * P, head.history_bytes))
+    logits = lambda hist: head(h, hist).view(2, 3, P, 256).transpose(1, 2)  # positions within the patch first
     for j in range(P):
         changed = history.clone()
-        changed[:, :, j] = (changed[:, :, j] + 1) % 256
+        changed[:, j::P] = (changed[:, j::P] + 1) % 256
         assert output_change(logits, history, changed, j) <= ROUNDING  # the bytes before byte j feed logits j onwards only
 
 

@@ -110,7 +110,7 @@ def test_generation_streams_with_constant_state():
     before = sizes()
     for _ in range(200):
         stream.push(sample_byte(stream.next_logits(), temperature=1.0))
-    assert sizes() == before and len(stream.pending) < model.config.patch_size
+    assert sizes() == before and stream.pending < model.config.patch_size
 
 
 def test_sampling_is_seeded_and_restricted():

@@ -18,7 +18,7 @@ import torch
 from agiformer import AGIFormer, AGIFormerConfig, AGIFormerError
 from agiformer.cli.common import resolve_checkpoint
 from agiformer.serialization import load_tensors, save_tensors
-from agiformer.models import ByteGPTConfig
+from agiformer.models import ByteGPTConfig, ByteNgramLMConfig
 from agiformer.train import Recipe, Trainer, load_recipe
 from agiformer.train.recipe import Stage
 from agiformer.train.plots import read_metrics
@@ -237,7 +237,8 @@ def fuzzed(seed: int, count: int) -> list:
 
 @pytest.mark.parametrize("field", [f.name for f in dataclasses.fields(Recipe)] + [
     f"stage.{f.name}" for f in dataclasses.fields(Stage)] + [f"model.{f.name}" for f in dataclasses.fields(AGIFormerConfig)]
-    + ["model.preset", "model.type"] + [f"gpt.{f.name}" for f in dataclasses.fields(ByteGPTConfig)])
+    + ["model.preset", "model.type"] + [f"gpt.{f.name}" for f in dataclasses.fields(ByteGPTConfig)]
+    + [f"ngram.{f.name}" for f in dataclasses.fields(ByteNgramLMConfig)])
 def test_fuzzed_recipe_values_give_a_one_line_error_or_a_recipe_of_the_right_types(field):
     """Whatever value a recipe key gets, loading it either gives a recipe whose values all have their
     declared types, or refuses it in one line naming the key: never another exception."""
@@ -248,6 +249,8 @@ def test_fuzzed_recipe_values_give_a_one_line_error_or_a_recipe_of_the_right_typ
             change = dict(model={"preset": "tiny", field[6:]: value})
         elif field.startswith("gpt."):
             change = dict(model={"type": "byte-gpt", "d_model": 32, "n_layers": 1, "n_heads": 2, field[4:]: value})
+        elif field.startswith("ngram."):
+            change = dict(model={"type": "byte-ngram", "d_model": 32, "buckets": 64, field[6:]: value})
         else:
             change = {field: value}
         try:

@@ -1,6 +1,6 @@
-"""The `agiformer` command line: data, train, adapt, eval, generate, recall, inspect, serve, mag.
+"""The `agiformer` command line: data, train, adapt, eval, generate, recall, inspect, patch, serve, mag.
 
-Each command group registers its own sub-parser (`data`, `byte_model`, `serve`, `mag`); `main` runs the one
+Each command group registers its own sub-parser (`data`, `byte_model`, `patch`, `serve`, `mag`); `main` runs the one
 chosen. Every user mistake (bad argument, missing file, damaged checkpoint, unknown corpus) ends with
 one line on stderr saying what is wrong and what to do, and exit code 2.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from agiformer.cli import byte_model, data, mag, serve
+from agiformer.cli import byte_model, data, mag, patch, serve
 from agiformer.cli.common import Parser, formatter
 from agiformer.errors import AGIFormerError
 
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
                     description="Byte-level language models with fast-weight memory and adaptive computation.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands.required = True
-    for group in (data, byte_model, serve, mag):
+    for group in (data, byte_model, patch, serve, mag):
         group.register(commands)
     return parser
 

@@ -131,16 +131,11 @@ def run_train(args) -> int | None:
 
 
 def run_adapt(args) -> int | None:
-    from agiformer.models.pretrained import CONFIG_FILE, model_classes
-    from agiformer.models.config import read_config_values
+    from agiformer.models.pretrained import saved_config
     from agiformer.train import Recipe
 
     checkpoint = resolve_checkpoint(args.checkpoint)
-    values = read_config_values(checkpoint / CONFIG_FILE)
-    model_type = values.get("model_type", "agiformer")
-    if model_type not in model_classes():
-        raise AGIFormerError(f"{checkpoint} holds a {model_type}, not a trained byte model to adapt")
-    config = model_classes()[model_type].config_class.from_dict(values)
+    config = saved_config(checkpoint)
     length = {"steps": args.steps} if args.steps else {"minutes": args.minutes}
     recipe = Recipe.from_dict({
         "name": f"adapt-{args.method}-{args.corpus}", **length, "batch_size": args.batch_size,

@@ -1,6 +1,7 @@
-"""What a trained model does with a prompt, layer by layer: how much each position takes from
-attention vs memory, how fast each memory head forgets, how many reasoning steps each position
-takes and how far reasoning moves it. Read through forward hooks, so the model code is the one
+"""What a trained model does with a prompt, layer by layer: where its patches end (and the entropy or
+boundary probability that put them there), how much each position takes from attention vs memory,
+how fast each memory head forgets, how many reasoning steps each position takes and how far
+reasoning moves it. Read through forward hooks, so the model code is the one
 that runs.
 """
 
@@ -10,6 +11,9 @@ import math
 from pathlib import Path
 
 import torch
+
+from agiformer.nn.patching import EntropyPatcher
+from agiformer.ops.patching import fixed_ends
 
 
 @torch.no_grad()
@@ -48,7 +52,8 @@ def inspect_model(model, prompt: bytes, *, plasticity: float | None = None, effo
         handles.append(model.reasoning.register_forward_hook(
             lambda m, a, o: reasoning_in.update(z_in=a[0][0], z_out=o.z[0])))
     try:
-        out = model.run(torch.tensor([list(prompt)]), plasticity=plasticity, effort=effort)
+        x = torch.tensor([list(prompt)], device=next(model.parameters()).device)
+        out = model.run(x, plasticity=plasticity, effort=effort)
     finally:
         for handle in handles:
             handle.remove()
@@ -67,8 +72,16 @@ def inspect_model(model, prompt: bytes, *, plasticity: float | None = None, effo
             row["memory_decay"] = decay.tolist()
             row["memory_half_life_patches"] = [math.log(0.5) / math.log(d) if d < 1 else math.inf for d in decay.tolist()]
         layers.append(row)
-    result = {"prompt_bytes": len(prompt), "patch_size": model.config.patch_size, "patches": out.reasoning.steps.shape[1], "plasticity": plasticity,
-              "effort": effort, "layers": layers, "reasoning_steps": out.reasoning.steps[0].tolist()}
+    ends = out.patching.layout.ends[0] if out.patching is not None else fixed_ends(x.shape, model.config.patch_size)[0]
+    result = {"prompt_bytes": len(prompt), "patching": model.config.patching, "patch_size": model.config.patch_size,
+              "patch_ends": ends.nonzero().flatten().tolist(), "patches": out.reasoning.steps.shape[1],
+              "plasticity": plasticity, "effort": effort, "layers": layers, "reasoning_steps": out.reasoning.steps[0].tolist()}
+    if isinstance(model.patcher, EntropyPatcher):
+        result["boundary_score"] = {"name": "entropy of the next byte (bits)", "threshold": model.patcher.threshold,
+                                    "rule": model.patcher.rule, "values": model.patcher.entropies(x)[0, 1:].tolist()}
+    elif out.patching is not None and out.patching.probabilities is not None:
+        result["boundary_score"] = {"name": "boundary probability", "threshold": 0.5, "rule": "global",
+                                    "values": out.patching.probabilities[0].tolist()}
     if reasoning_in:
         result["reasoning_update_norm"] = (reasoning_in["z_out"] - reasoning_in["z_in"]).norm(dim=-1).tolist()
     return result
@@ -84,8 +97,10 @@ def plot_inspection(result: dict, prompt: bytes, png_path: Path) -> None:
     share_rows = [r["attention_share"] for r in result["layers"] if "attention_share" in r]
     steps = result["reasoning_steps"]
     n = len(steps)
-    fig, axes = plt.subplots(3, 1, figsize=(max(8, n * 0.25), 7), dpi=110,
-                             gridspec_kw={"height_ratios": [max(1, len(share_rows)), 1, 1.4]})
+    fig, axes = plt.subplots(4, 1, figsize=(max(8, n * 0.25, len(prompt) * 0.11), 9.5), dpi=110,
+                             gridspec_kw={"height_ratios": [1.3, max(1, len(share_rows)), 1, 1.4]})
+    plot_patches(axes[0], result, prompt)
+    axes = axes[1:]
     ax = axes[0]
     if share_rows:
         image = ax.imshow(np.array(share_rows), aspect="auto", cmap="coolwarm", vmin=0, vmax=1, interpolation="nearest")
@@ -93,8 +108,8 @@ def plot_inspection(result: dict, prompt: bytes, png_path: Path) -> None:
         ax.set_yticks(range(len(share_rows)))
         ax.set_ylabel("layer")
     ax.set_title(f"per patch: attention vs memory (α={result['plasticity']}, effort={result['effort']})")
-    P = result["patch_size"]
-    labels = ["<start>"] + [prompt[i * P: (i + 1) * P].decode("utf-8", errors="replace") for i in range(n - 1)]
+    starts = [0] + [end + 1 for end in result["patch_ends"]]
+    labels = ["<start>"] + [prompt[starts[i]:starts[i + 1]].decode("utf-8", errors="replace") for i in range(n - 1)]
     ax.set_xticks(range(n))
     ax.set_xticklabels(labels, rotation=90, fontsize=7)
     axes[1].bar(range(n), steps, color="tab:green")
@@ -114,3 +129,30 @@ def plot_inspection(result: dict, prompt: bytes, png_path: Path) -> None:
     png_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png_path)
     plt.close(fig)
+
+
+def plot_patches(ax, result: dict, prompt: bytes) -> None:
+    """The prompt's bytes along x, each patch shaded in turn, and the score that placed the boundaries."""
+    ax.set_xlim(-0.5, len(prompt) - 0.5)
+    start = 0
+    for k, end in enumerate(result["patch_ends"] + [len(prompt) - 1]):
+        if k % 2 == 0:
+            ax.axvspan(start - 0.5, end + 0.5, color="tab:blue", alpha=0.12, linewidth=0)
+        start = end + 1
+    for end in result["patch_ends"]:
+        ax.axvline(end + 0.5, color="tab:blue", linewidth=0.8)
+    score = result.get("boundary_score")
+    if score:
+        ax.plot(range(len(score["values"])), score["values"], color="black", linewidth=1, marker=".", markersize=3)
+        if score["rule"] == "global":
+            ax.axhline(score["threshold"], color="tab:red", linestyle="--", linewidth=0.8, label="threshold")
+            ax.legend(loc="upper right", fontsize=7)
+        ax.set_ylabel(score["name"].replace(" (", "\n("), fontsize=8)
+    else:
+        ax.set_yticks([])
+    ax.set_xticks(range(len(prompt)))
+    ax.set_xticklabels([chr(b) if 32 < b < 127 else ("␣" if b == 32 else "·") for b in prompt], fontsize=7,
+                       family="monospace")
+    mean = len(prompt) / max(1, len(result["patch_ends"]))
+    ax.set_title(f"patches ({result['patching']}, at most {result['patch_size']} bytes): {len(result['patch_ends'])} "
+                 f"ended in {len(prompt)} bytes, {mean:.2f} bytes each; a line after the byte that ends one")

@@ -4,7 +4,9 @@
           ─► AdaptiveReasoning ─► RMSNorm ─► byte head ─► logits of patch 0 … N−1
 
 Backbone position n sees the start latent and patches < n, and its head predicts the bytes of
-patch n, so every input byte is scored and logits[:, t] depends on bytes < t only.
+patch n, so every input byte is scored and logits[:, t] depends on bytes < t only. Patches are
+P bytes each, or end where a patcher (`agiformer.nn.patching`: after words, at high next-byte
+entropy, or where a learned router says) decides from the bytes up to there, at most P bytes long.
 """
 
 from __future__ import annotations
@@ -20,18 +22,27 @@ import torch.nn.functional as F
 from agiformer.models.config import AGIFormerConfig
 from agiformer.models.streaming import ByteStream, sample_byte
 from agiformer.nn import (
-    NO_BYTE, AdaptiveReasoning, BlockState, GRUByteHead, HebbianMemory, HybridBlock, MLPByteHead, PatchEncoder,
+    AdaptiveReasoning, BlockState, GRUByteHead, HebbianMemory, HybridBlock, MLPByteHead, PatchEncoder,
 )
 from agiformer.nn.neural_memory import BlockNeuralMemory
+from agiformer.nn.patching import EntropyPatcher, LearnedPatcher, SpacePatcher, ratio_loss, straight_through
 from agiformer.nn.reasoning import ReasoningOutput, no_reasoning
 from agiformer.models.outputs import LossOutput
 from agiformer.models.pretrained import load_model, save_model
+from agiformer.ops import histories
+from agiformer.ops.patching import PatchLayout, cap_patch_length, patch_layout
 from agiformer.ops.token_discrepancy import token_discrepancy
+
+
+class Patching(NamedTuple):
+    layout: PatchLayout
+    probabilities: torch.Tensor | None  # (B, L) a learned patcher's boundary probabilities
 
 
 class ModelOutput(NamedTuple):
     logits: torch.Tensor           # (B, L, 256)
     reasoning: ReasoningOutput     # steps / ponder cost per backbone position
+    patching: Patching | None      # where the patches end, unless they are fixed
 
 
 class AGIFormer(nn.Module):
@@ -57,6 +68,20 @@ class AGIFormer(nn.Module):
         self.head = GRUByteHead(dim=c.d_model, patch_size=c.patch_size, hidden=c.head_hidden, ngram_order=c.head_ngrams,
                                 ngram_buckets=c.head_ngram_buckets, continuation_orders=c.head_continuations) \
             if c.head == "gru" else MLPByteHead(dim=c.d_model, patch_size=c.patch_size, hidden=c.head_hidden)
+        self.patcher = self._build_patcher()
+
+    def _build_patcher(self) -> nn.Module | None:
+        c = self.config
+        if c.patching == "space":
+            return SpacePatcher()
+        if c.patching == "entropy":
+            from agiformer.models.byte_ngram_lm import ByteNgramLM, ByteNgramLMConfig
+
+            return EntropyPatcher(ByteNgramLM(ByteNgramLMConfig.from_dict(c.entropy_model)),
+                                  threshold=c.entropy_threshold, rule=c.entropy_rule)
+        if c.patching == "learned":
+            return LearnedPatcher()
+        return None
 
     def _build_memory(self) -> nn.Module:
         c = self.config
@@ -89,27 +114,47 @@ class AGIFormer(nn.Module):
         reasoning = self.reasoning(x, effort=effort) if self.reasoning is not None else no_reasoning(x)
         return self.final_norm(reasoning.z), new_states, reasoning
 
-    def context_latents(self, patch_bytes: torch.Tensor) -> torch.Tensor:
-        """Backbone inputs: the start latent, then one latent per patch of `patch_bytes` (B, kP)."""
-        start = self.start_latent.expand(patch_bytes.shape[0], 1, -1)
-        if patch_bytes.shape[1] == 0:
-            return start
-        return torch.cat([start, self.encoder(patch_bytes).latents.to(start.dtype)], dim=1)
+    def context_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Backbone inputs: the start latent, then the encoded patches' latents (B, N, D)."""
+        start = self.start_latent.expand(latents.shape[0], 1, -1)
+        return torch.cat([start, latents.to(start.dtype)], dim=1)
+
+    def fixed_latents(self, x: torch.Tensor) -> torch.Tensor:
+        """Latents of the fixed patches of x (B, kP)."""
+        if x.shape[1] == 0:
+            return self.start_latent.new_zeros(x.shape[0], 0, self.config.d_model)
+        return self.encoder(x).latents
+
+    def patches(self, x: torch.Tensor) -> Patching:
+        """Where the patches of x (B, L) end: the patcher's ends, and those capping a patch at P bytes."""
+        probabilities = self.patcher.probabilities(x) if isinstance(self.patcher, LearnedPatcher) else None
+        natural = probabilities > 0.5 if probabilities is not None else self.patcher.natural_ends(x)
+        return Patching(patch_layout(cap_patch_length(natural, self.config.patch_size)), probabilities)
 
     def run(self, x: torch.Tensor, *, plasticity: float | None = None, effort: float | None = None) -> ModelOutput:
         if x.dim() != 2 or x.shape[1] < 1:
             raise ValueError(f"expected bytes of shape (B, L) with L ≥ 1, got {tuple(x.shape)}")
         plasticity, effort = self.resolve(plasticity, effort)
-        B, L = x.shape
-        P = self.config.patch_size
-        N = math.ceil(L / P)  # the last patch is predicted, never encoded
-        h, _, reasoning = self.backbone(self.context_latents(x[:, :(N - 1) * P]), plasticity=plasticity, effort=effort)
-        K = self.head.history_bytes
-        history = F.pad(x, (K, N * P - L), value=NO_BYTE).unfold(1, K, 1)[:, :N * P]  # bytes t−K … t−1 for each t
-        continuations = self.head.continuations.ids(x, length=N * P).view(B, N, P, -1) \
-            if self.head.continuations is not None else None
-        logits = self.head(h, history.reshape(B, N, P, K), continuations).reshape(B, N * P, 256)[:, :L]
-        return ModelOutput(logits, reasoning)
+        L = x.shape[1]
+        history = histories(x, self.head.history_bytes)[:, :L]  # bytes t−K … t−1 for each t
+        continuations = self.head.continuations.ids(x) if self.head.continuations is not None else None
+        if self.patcher is None:
+            N = math.ceil(L / self.config.patch_size)  # the last patch is predicted, never encoded
+            latents = self.fixed_latents(x[:, :(N - 1) * self.config.patch_size])
+            h, _, reasoning = self.backbone(self.context_latents(latents), plasticity=plasticity, effort=effort)
+            return ModelOutput(self.head(h, history, continuations), reasoning, None)
+        patching = self.patches(x)
+        layout = patching.layout
+        encoded = layout.last.shape[1] - 1  # here too the last patch is only predicted
+        latents = self.encoder.pooled(x, layout.last[:, :encoded], layout.lengths[:, :encoded])
+        h, _, reasoning = self.backbone(self.context_latents(latents), plasticity=plasticity, effort=effort)
+        if patching.probabilities is None:
+            return ModelOutput(self.head(h, history, continuations, layout), reasoning, patching)
+        # H-Net's confidence in the decision after byte t scales the context of byte t + 1: 1 in the forward
+        p = patching.probabilities
+        confidence = straight_through(torch.where(layout.ends, p, 1 - p)[:, :-1])
+        scale = torch.cat([torch.ones_like(p[:, :1]), confidence], dim=1)
+        return ModelOutput(self.head(h, history, continuations, layout, scale), reasoning, patching)
 
     def forward(self, x: torch.Tensor, *, plasticity: float | None = None, effort: float | None = None) -> torch.Tensor:
         """Logits (B, L, 256); logits[:, t] predicts byte t from bytes < t."""
@@ -121,11 +166,17 @@ class AGIFormer(nn.Module):
         nats = F.cross_entropy(logits.reshape(-1, 256), x.reshape(-1), reduction="sum")
         total_bits = nats / math.log(2)
         bpb = total_bits / x.numel()
-        ponder = out.reasoning.ponder.mean()
-        loss = bpb + self.config.ponder_weight * ponder
+        ponder, steps = out.reasoning.ponder, out.reasoning.steps.float()
+        if out.patching is not None:  # positions past a sequence's last patch are padding
+            real = torch.arange(ponder.shape[1], device=x.device) < out.patching.layout.counts.unsqueeze(1)
+            ponder, steps = ponder[real], steps[real]
+        loss = bpb + self.config.ponder_weight * ponder.mean()
+        if out.patching is not None and out.patching.probabilities is not None:
+            loss = loss + self.config.ratio_loss_weight * ratio_loss(
+                out.patching.layout.ends, out.patching.probabilities, self.config.target_patch_bytes)
         if self.config.discrepancy_weight > 0:
             loss = loss + self.config.discrepancy_weight * token_discrepancy(logits, x, self.byte_codebook())
-        return LossOutput(loss, bpb, total_bits, x.numel(), ponder, out.reasoning.steps.float().mean())
+        return LossOutput(loss, bpb, total_bits, x.numel(), ponder.mean(), steps.mean())
 
     def byte_codebook(self) -> torch.Tensor:
         """The encoder's embeddings of the 256 bytes (256, D), scaled to a mean row norm of 1 so that the

@@ -72,7 +72,13 @@ class AGIFormerConfig(ConfigMixin):
     d_model: int = 512
     n_layers: int = 6
     n_heads: int = 8
-    patch_size: int = 4                 # bytes per latent (P)
+    patch_size: int = 4                 # bytes per latent (P); with dynamic patching, the most a patch holds
+    patching: str = "fixed"             # patch ends: "fixed" every P bytes, "space" after words, "entropy", "learned"
+    entropy_model: dict = dataclasses.field(default_factory=dict)  # "entropy": the byte LM's config (weights saved with the model)
+    entropy_threshold: float = 2.0      # "entropy": bits above which the next byte starts a patch (`agiformer patch calibrate`)
+    entropy_rule: str = "global"        # "entropy": "global" (entropy > threshold) or "monotonic" (its rise > threshold)
+    target_patch_bytes: float = 4.0     # "learned": the mean patch length the ratio loss holds
+    ratio_loss_weight: float = 0.03     # "learned": weight of H-Net's ratio loss
     encoder_overlap: int = 0            # left-context bytes per patch: 0 = seed v1 (kernel P), 2 = seed v2 (kernel P+2)
     window: int = 128                   # attention window, in patches (a query sees itself and window−1 before)
     mixer: str = "hybrid"               # "hybrid": attention and memory; ablations "attention" or "memory" only
@@ -110,7 +116,9 @@ class AGIFormerConfig(ConfigMixin):
             problems.append(f"d_model {self.d_model} must split into n_heads {self.n_heads} heads of even size")
         for name, allowed in (("mixer", ("hybrid", "attention", "memory")), ("fusion", ("sum", "gated")), ("memory", ("hebbian", "neural")),
                               ("memory_write", ("gradient", "least_squares")),
-                              ("memory_decay", ("head", "input")), ("head", ("gru", "mlp"))):
+                              ("memory_decay", ("head", "input")), ("head", ("gru", "mlp")),
+                              ("patching", ("fixed", "space", "entropy", "learned")),
+                              ("entropy_rule", ("global", "monotonic"))):
             if getattr(self, name) not in allowed:
                 problems.append(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         for name in ("d_model", "n_layers", "n_heads", "patch_size", "window", "memory_chunk_size", "head_hidden",
@@ -132,6 +140,13 @@ class AGIFormerConfig(ConfigMixin):
                                         or len(set(self.head_continuations)) != len(self.head_continuations)):
             problems.append(f"head_continuations must be distinct orders ≥ 1, with the GRU head, got "
                             f"{list(self.head_continuations)} ({self.head} head)")
+        if self.patching == "entropy" and not self.entropy_model:
+            problems.append("patching 'entropy' needs entropy_model, the config of a trained byte-ngram model "
+                            "(a recipe names its directory: [model] entropy_model = \"out/NAME\")")
+        if self.patching == "learned" and (self.head != "gru" or not 1 < self.target_patch_bytes <= self.patch_size
+                                           or self.ratio_loss_weight < 0):
+            problems.append(f"patching 'learned' needs the GRU head, 1 < target_patch_bytes ≤ patch_size and "
+                            f"ratio_loss_weight ≥ 0, got {self.head} head, {self.target_patch_bytes}, {self.ratio_loss_weight}")
         if self.reasoning_steps < 0:
             problems.append(f"reasoning_steps must be ≥ 0, got {self.reasoning_steps}")
         if not 0 <= self.encoder_overlap <= self.patch_size:

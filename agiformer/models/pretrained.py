@@ -17,8 +17,21 @@ CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 def model_classes() -> dict:
     from agiformer.models.agiformer import AGIFormer
     from agiformer.models.byte_gpt import ByteGPT
+    from agiformer.models.byte_ngram_lm import ByteNgramLM
 
-    return {cls.config_class.model_type: cls for cls in (AGIFormer, ByteGPT)}
+    return {cls.config_class.model_type: cls for cls in (AGIFormer, ByteGPT, ByteNgramLM)}
+
+
+def saved_config(directory: str | Path):
+    """The config saved in a model directory, as its model_type's config class (a config.json without
+    model_type is an AGIFORMER's, as the first checkpoints were)."""
+    path = Path(directory) / CONFIG_FILE
+    values = read_config_values(path)
+    classes = model_classes()
+    model_type = values.get("model_type", "agiformer")
+    if not isinstance(model_type, str) or model_type not in classes:
+        raise AGIFormerError(f"{path}: unknown model_type {model_type!r}; known: {', '.join(classes)}")
+    return classes[model_type].config_class.from_dict(values)
 
 
 def build_model(config):
@@ -59,15 +72,9 @@ def load_model(directory: str | Path, *, expected: type | None = None, map_locat
     directory = Path(directory)
     if not directory.is_dir():
         raise AGIFormerError(f"{directory}: no such model directory")
-    values = read_config_values(directory / CONFIG_FILE)
-    classes = model_classes()
-    model_type = values.get("model_type", "agiformer")
-    if model_type not in classes:
-        raise AGIFormerError(f"{directory / CONFIG_FILE}: unknown model_type {model_type!r}; known: {', '.join(classes)}")
-    cls = classes[model_type]
-    if expected is not None and cls is not expected:
-        raise AGIFormerError(f"{directory} holds a {model_type} model, not {expected.config_class.model_type}")
-    config = cls.config_class.from_dict(values)
+    config = saved_config(directory)
+    if expected is not None and config.model_type != expected.config_class.model_type:
+        raise AGIFormerError(f"{directory} holds a {config.model_type} model, not {expected.config_class.model_type}")
     tensors = load_tensors(directory / WEIGHTS_FILE)
     model = build_model(config)
     check_weights_match(model.state_dict(), tensors, directory / WEIGHTS_FILE)

@@ -1,8 +1,8 @@
 """Incremental decoding with constant memory per byte.
 
 A `ByteStream` carries exactly what the next byte needs: each block's memory state and rolling
-KV cache, the bytes of the patch being decoded, the encoder's left context, the last bytes the head reads,
-the head's state, and the tables of its in-context continuations where it reads them.
+KV cache, the length of the patch being decoded, the last bytes that the encoder, the head and the
+patcher read, the head's state, and the tables of its in-context continuations where it reads them.
 Completing a patch costs one encoder call and one backbone step; the prefix is never re-run.
 """
 
@@ -39,14 +39,24 @@ class ByteStream:
         self.model = model
         self.plasticity, self.effort = model.resolve(plasticity, effort)
         self.device = next(model.parameters()).device
-        P = model.config.patch_size
-        whole = len(prompt) // P * P
+        config, patcher = model.config, model.patcher
+        self.kernel = config.patch_size + config.encoder_overlap
+        self.window = max(model.head.history_bytes, self.kernel, patcher.context_bytes if patcher is not None else 0)
         with inference(model):
-            latents = model.context_latents(self._tensor(prompt[:whole]))
-            h, self.states, reasoning = model.backbone(latents, plasticity=self.plasticity, effort=self.effort)
+            if patcher is None:
+                whole = len(prompt) // config.patch_size * config.patch_size
+                latents = model.fixed_latents(self._tensor(prompt[:whole]))
+            else:  # the prompt's finished patches; the unfinished one is pushed byte by byte below
+                layout = model.patches(self._tensor(prompt)).layout if prompt else None
+                finished = int(layout.ends.sum()) if prompt else 0
+                whole = int(layout.last[0, finished - 1]) + 1 if finished else 0
+                latents = model.encoder.pooled(self._tensor(prompt), layout.last[:, :finished],
+                                               layout.lengths[:, :finished]) if finished \
+                    else model.fixed_latents(self._tensor(b""))
+            h, self.states, reasoning = model.backbone(model.context_latents(latents), plasticity=self.plasticity,
+                                                       effort=self.effort)
         self.reasoning_steps = int(reasoning.steps[0, -1])  # of the position decoding the current patch
-        self.left_context = list(prompt[:whole][-model.config.encoder_overlap:]) if model.config.encoder_overlap else []
-        self.history = ([NO_BYTE] * model.head.history_bytes + list(prompt[:whole]))[-model.head.history_bytes:]
+        self.recent = ([NO_BYTE] * self.window + list(prompt[:whole]))[-self.window:]
         self.continuations = model.head.continuations
         self.continuation_tables = self.continuations.start(self._tensor(prompt[:whole])) \
             if self.continuations is not None else None
@@ -60,17 +70,17 @@ class ByteStream:
     def _begin_patch(self, latent: torch.Tensor) -> None:
         with inference(self.model):
             self.head_state = self.model.head.start(latent)
-        self.pending: list[int] = []
+        self.pending = 0  # bytes of the current patch so far
         self._next = None  # (logits, head state after this byte) once computed
 
     def next_logits(self) -> torch.Tensor:
         """Logits (256,) of the next byte."""
         if self._next is None:
             with inference(self.model):
-                history = self._tensor(self.history)
+                history = self._tensor(self.recent[-self.model.head.history_bytes:])
                 continuations = self.continuations.step_ids(self.continuation_tables, history) \
                     if self.continuations is not None else None
-                self._next = self.model.head.step(self.head_state, history, len(self.pending), continuations)
+                self._next = self.model.head.step(self.head_state, history, self.pending, continuations)
         return self._next[0][0]
 
     def push(self, byte: int) -> None:
@@ -80,20 +90,31 @@ class ByteStream:
         self.next_logits()
         self.head_state = self._next[1]
         self._next = None
-        self.pending.append(byte)
+        self.pending += 1
+        history = self._tensor(self.recent[-self.model.head.history_bytes:])
         if self.continuations is not None:
-            self.continuations.write(self.continuation_tables, self._tensor(self.history), self._tensor([byte])[0])
-        self.history = self.history[1:] + [byte]
-        model, overlap = self.model, self.model.config.encoder_overlap
-        if len(self.pending) == model.config.patch_size:
-            left = [NO_BYTE] * (overlap - len(self.left_context)) + self.left_context
+            self.continuations.write(self.continuation_tables, history, self._tensor([byte])[0])
+        self.recent = self.recent[1:] + [byte]
+        if self._patch_ends():
+            model = self.model
             with inference(model):
-                latent = model.encoder(self._tensor(self.pending), self._tensor(left)).latents
+                latent = model.encoder.pooled(self._tensor(self.recent[-self.kernel:]), self._tensor([self.kernel - 1]),
+                                              self._tensor([self.pending]))
                 h, self.states, reasoning = model.backbone(latent.to(model.start_latent.dtype), self.states,
                                                            plasticity=self.plasticity, effort=self.effort)
             self.reasoning_steps = int(reasoning.steps[0, -1])
-            self.left_context = (self.left_context + self.pending)[-overlap:] if overlap else []
             self._begin_patch(h[:, -1])
+
+    def _patch_ends(self) -> bool:
+        """Whether the byte just pushed ends its patch: the patcher decides from the last bytes, and no
+        patch grows past patch_size."""
+        patcher = self.model.patcher
+        if self.pending == self.model.config.patch_size:
+            return True
+        if patcher is None:
+            return False
+        with inference(self.model):
+            return bool(patcher.natural_ends(self._tensor(self.recent[-patcher.context_bytes:]))[0, -1])
 
 
 def sample_byte(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,

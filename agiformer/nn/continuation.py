@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 from agiformer.ops import (
     NO_CONTINUATION, continuation_ids, embedding_sum, continuation_step, continuation_table, continuation_write,
@@ -25,11 +24,9 @@ class ContinuationEmbedding(nn.Module):
         self.table = nn.Embedding(len(self.orders) * (NO_CONTINUATION + 1), dim)
         nn.init.normal_(self.table.weight, std=len(self.orders) ** -0.5)
 
-    def ids(self, x: torch.Tensor, *, length: int | None = None) -> torch.Tensor:
-        """(B, length, C) continuation of every position of bytes x (B, L), one per order; positions
-        from L to `length` (default L), past the end of x, get NO_CONTINUATION."""
-        ids = torch.stack([continuation_ids(x, order, self.buckets) for order in self.orders], dim=-1)
-        return F.pad(ids, (0, 0, 0, (length or x.shape[1]) - x.shape[1]), value=NO_CONTINUATION)
+    def ids(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, C) continuation of every position of bytes x (B, L), one per order."""
+        return torch.stack([continuation_ids(x, order, self.buckets) for order in self.orders], dim=-1)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """ids (..., C) → (..., dim)."""

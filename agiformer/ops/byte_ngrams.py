@@ -9,6 +9,12 @@ MULTIPLIER = 2654435761    # Knuth's multiplicative hash constant (odd, ≈ 2^32
 MODULUS = 2 ** 31 - 1      # a prime: the polynomial is reduced by it before mixing, so nothing overflows int64
 
 
+def histories(x: torch.Tensor, length: int) -> torch.Tensor:
+    """(B, L + 1, length): [:, t] holds the `length` bytes before position t of x (B, L), most recent
+    last and NO_BYTE before the start, for t = 0 … L."""
+    return torch.nn.functional.pad(x, (length, 0), value=NO_BYTE).unfold(1, length, 1)
+
+
 def ngram_ids(history: torch.Tensor, order: int, buckets: int) -> torch.Tensor:
     """Bucket in [0, buckets) of the n-gram formed by the last `order` entries of `history` (..., K).
 

@@ -198,7 +198,7 @@ def describe(model, prompt: bytes, effort: float | None, plasticity: float | Non
     result = {"bytes": list(prompt), "surprise_bits": byte_surprise(model, prompt, plasticity=plasticity, effort=effort)}
     if isinstance(model, AGIFormer):
         inspected = inspect_model(model, prompt, plasticity=plasticity, effort=effort)
-        result.update(patch_size=inspected["patch_size"], reasoning_steps=inspected["reasoning_steps"],
+        result.update(patch_size=inspected["patch_size"], patching=inspected["patching"], reasoning_steps=inspected["reasoning_steps"],
                       max_steps=model.config.reasoning_steps,
                       attention_share=[layer.get("attention_share") for layer in inspected["layers"]])
     return result

@@ -29,9 +29,9 @@ from pathlib import Path
 
 from agiformer.data import LONGEST_FACT
 from agiformer.errors import AGIFormerError
-from agiformer.models import AGIFormerConfig, ByteGPTConfig, resolve_checkpoint
-from agiformer.models.config import read_config_values
-from agiformer.models.pretrained import CONFIG_FILE
+from agiformer.models import AGIFormerConfig, resolve_checkpoint
+from agiformer.models.config import ConfigMixin
+from agiformer.models.pretrained import model_classes, saved_config
 from agiformer.train.adapt import METHODS, Adaptation
 from agiformer.precision import PRECISIONS
 from agiformer.validation import type_problems
@@ -149,29 +149,53 @@ class Recipe(Schedule):
             self.eval_corpus = next(iter(self.stages[-1].corpora))
         self.validate()
 
-    def model_config(self) -> AGIFormerConfig | ByteGPTConfig:
-        """[model] holds `type` ("agiformer", the default, or "byte-gpt"), a `preset` for AGIFORMER, and
-        config fields overriding it; an [adapt] recipe's model is its base's, read from the checkpoint."""
+    def model_config(self) -> ConfigMixin:
+        """[model] holds `type` ("agiformer", the default, "byte-gpt" or "byte-ngram"), a `preset` for
+        AGIFORMER, and config fields overriding it; an [adapt] recipe's model is its base's, read from the
+        checkpoint."""
         if self.adapt is not None:
             if self.model:
                 raise AGIFormerError(f"recipe '{self.name}': an [adapt] recipe takes its model from the base "
                                      f"checkpoint; remove the [model] table")
-            values = read_config_values(resolve_checkpoint(self.adapt.base) / CONFIG_FILE)
-            config_class = ByteGPTConfig if values.get("model_type") == ByteGPTConfig.model_type else AGIFormerConfig
-            return config_class.from_dict(values)
+            return saved_config(resolve_checkpoint(self.adapt.base))
         overrides = dict(self.model)
         model_type = overrides.pop("type", "agiformer")
-        if model_type == "byte-gpt":
-            return ByteGPTConfig.from_dict(overrides)
+        classes = model_classes()
+        if not isinstance(model_type, str) or model_type not in classes:
+            raise AGIFormerError(f"recipe '{self.name}': unknown model type {model_type!r}; use one of "
+                                 f"{', '.join(map(repr, classes))}")
         if model_type != "agiformer":
-            raise AGIFormerError(f"recipe '{self.name}': unknown model type {model_type!r}; use 'agiformer' or 'byte-gpt'")
+            return classes[model_type].config_class.from_dict(overrides)
         preset = overrides.pop("preset", "v2")
         if not isinstance(preset, str):
             raise AGIFormerError(f"recipe '{self.name}': [model] preset must be a preset's name, got {preset!r}")
         if "plasticity" in overrides:
             raise AGIFormerError(f"recipe '{self.name}': [model] plasticity is not a recipe key: each stage gives its "
                                  f"plasticity, and the model keeps the last stage's")
+        if "entropy_model" in overrides:  # a directory: the model's config here, its weights by `entropy_model_dir`
+            overrides["entropy_model"] = self.entropy_model_config().to_dict()
         return AGIFormerConfig.preset(preset, plasticity=self.stages[-1].plasticity, **overrides)
+
+    def entropy_model_dir(self) -> Path | None:
+        """The trained byte LM that an entropy-patching model reads ([model] entropy_model), if any."""
+        if "entropy_model" not in self.model:
+            return None
+        path = self.model["entropy_model"]
+        if not isinstance(path, str):
+            raise AGIFormerError(f"recipe '{self.name}': [model] entropy_model must name a trained byte-ngram "
+                                 f"model's directory, got {path!r}")
+        try:
+            return resolve_checkpoint(path)
+        except AGIFormerError as error:
+            raise AGIFormerError(f"recipe '{self.name}': [model] entropy_model: {error}") from None
+
+    def entropy_model_config(self):
+        config = saved_config(self.entropy_model_dir())
+        if config.model_type != "byte-ngram":
+            raise AGIFormerError(f"recipe '{self.name}': [model] entropy_model {self.model['entropy_model']} holds a "
+                                 f"{config.model_type} model, not a byte-ngram one (train one with "
+                                 f"runs/entropy-en-wiki.toml)")
+        return config
 
     def validate(self) -> None:
         """Every problem of the recipe in one error: types first (a later check would trip on them), then ranges."""
@@ -184,7 +208,9 @@ class Recipe(Schedule):
         if problems:
             raise AGIFormerError(f"{where}: " + "; ".join(problems))
         config = self.model_config()
-        span = 4 * config.window * config.patch_size if isinstance(config, AGIFormerConfig) else 0
+        # fixed patches only: a dynamic patching's patch_size is a cap, and its spans are shorter
+        span = 4 * config.window * config.patch_size if isinstance(config, AGIFormerConfig) \
+            and config.patching == "fixed" else 0
         if self.seq_len < span:
             raise AGIFormerError(f"{where}: seq_len {self.seq_len} is shorter than 4 × the attention span "
                                  f"(window {config.window} patches × patch_size {config.patch_size} bytes): the memory would have "

@@ -20,7 +20,7 @@ from torch import nn
 from agiformer.data import load_split, mixture_windows, plant_facts
 from agiformer.errors import AGIFormerError
 from agiformer.eval.bpb import count_characters, evaluate_bpb
-from agiformer.models import build_model
+from agiformer.models import build_model, load_model
 from agiformer.models.config import read_config_values
 from agiformer.precision import PrecisionChoice, autocast, choose_precision
 from agiformer.train.adapt import AdapterConfig, TrainedParameters, adapted_base
@@ -61,6 +61,8 @@ class Trainer(TrainingLoop):
         self.adapter = AdapterConfig.for_base(recipe.adapt) if recipe.adapt is not None else None
         self.model = adapted_base(self.adapter, map_location=self.device) if self.adapter is not None \
             else build_model(self.config).to(self.device)
+        if self.adapter is None and recipe.entropy_model_dir() is not None:  # the frozen LM that places patches
+            self.model.patcher.model.load_state_dict(load_model(recipe.entropy_model_dir()).state_dict())
         self.optimizer = optimizer_for(self.model, recipe)
         self.generators = {"data": torch.Generator().manual_seed(recipe.seed),
                            "effort": torch.Generator().manual_seed(recipe.seed + 1)}
