@@ -24,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from agiformer.data import load_split
 from agiformer.eval.bpb import evaluate_bpb
 from agiformer.eval.patching import calibrate_threshold, entropies, length_histogram, sample_rows
-from agiformer.models import load_model
+from agiformer.models import load_model, resolve_checkpoint
 from agiformer.ops.patching import fixed_ends
 from agiformer.train.recipe import Recipe, load_recipe
 from agiformer.train.trainer import Trainer
@@ -46,7 +46,7 @@ def mode_model(mode: str, mean_bytes: int, entropy_model: Path | None, corpus: s
         if entropy_model is None:
             raise SystemExit("the entropy mode needs --entropy-model (train one: agiformer train runs/entropy-en-wiki.toml)")
         rows = sample_rows(load_split(data_dir, corpus, "train"), 1 << 20)
-        threshold, _ = calibrate_threshold(entropies(load_model(entropy_model), rows), mean_bytes=mean_bytes,
+        threshold, _ = calibrate_threshold(entropies(load_model(resolve_checkpoint(entropy_model)), rows), mean_bytes=mean_bytes,
                                            rule="global", max_bytes=2 * mean_bytes)
         overrides.update(entropy_model=str(entropy_model), entropy_threshold=round(threshold, 4))
     return overrides
@@ -97,7 +97,7 @@ def run_mode(mode: str, args) -> dict:
               "model": recipe.model, "parameters": summary["parameters"], "steps": summary["steps"],
               "bytes_seen": summary["bytes_seen"], "precision": summary["precision"]["precision"],
               "val_bpb": summary["last_val"]["val_bpb"], "test_bpb": test["bpb"],
-              **patch_statistics(trainer.model.float(), rows), "command": command_line(), "environment": env}
+              **patch_statistics(trainer.model.float(), rows), "command": command_line("patching"), "environment": env}
     finish_environment(result["environment"], started)
     write_json(args.out / "patching" / folder / f"{mode}.json", result)
     log(f"{mode}: test {test['bpb']:.3f} bpb, {result['mean_patch_bytes']:.2f} bytes per patch, "

@@ -2,6 +2,7 @@
 comparison in benchmarks/memory_kernel.py is fair), and it reproduces the seed's overflow defect;
 the quality benchmark's systems are the ablations they claim to be; helpers measure what they say."""
 
+import argparse
 import json
 import math
 import os
@@ -18,7 +19,7 @@ from agiformer.eval.bpb import evaluate_bpb
 from agiformer.models import ByteGPTConfig
 from agiformer.ops import chunked_hebbian, naive_hebbian
 from agiformer.train import Recipe, Trainer
-from benchmarks import embedding_sum, quality, training_profile
+from benchmarks import embedding_sum, patching, quality, training_profile
 from benchmarks.common import cpu_peak_bytes_dispatch, cpu_peak_bytes_profiler, loglog_slope
 from benchmarks.seed_parallel_memory import seed_parallel_hebbian
 
@@ -333,3 +334,17 @@ def test_adaptation_benchmark_runs_end_to_end_on_two_small_corpora(toy_data, tmp
     assert [d["corpus"] for d in result["dispatch"]] == ["toy", "code"]
     assert all(0 <= d["right_share"] <= 1 for d in result["dispatch"]) and len(result["dynamic"]) == 2
     assert "Two-pass dispatch" in (tmp_path / "out" / "adaptation.md").read_text()
+
+
+@pytest.mark.parametrize("mode", ["fixed", "space", "learned"])
+@pytest.mark.parametrize("mean_bytes", [4, 6])
+def test_patching_modes_change_only_the_patching(mode, mean_bytes):
+    args = argparse.Namespace(corpus="en-wiki", minutes=20.0, mean_bytes=mean_bytes, entropy_model=None, data_dir=None)
+    base = quality.system_recipe(quality.RECIPES["en-wiki"], "agiformer", minutes=20, name="base")
+    recipe = patching.mode_recipe(mode, args)
+    changed = {k: v for k, v in recipe.model.items() if base.model.get(k) != v}
+    expected = {"fixed": {"patch_size": mean_bytes},
+                "space": {"patching": "space", "patch_size": 2 * mean_bytes},
+                "learned": {"patching": "learned", "patch_size": 2 * mean_bytes, "target_patch_bytes": float(mean_bytes)}}
+    assert changed == expected[mode]
+    assert recipe.minutes == 20 and recipe.stages == base.stages and recipe.eval_every == quality.AT_THE_END_ONLY

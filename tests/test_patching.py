@@ -2,6 +2,9 @@
 against their references, and for every patching mode causality (with a leaky control), streaming
 equal to the full forward, and batches whose rows have different patch counts."""
 
+import json
+import re
+
 import pytest
 import torch
 
@@ -13,7 +16,10 @@ from agiformer.ops import NO_BYTE
 from agiformer.ops.patching import (
     cap_patch_length, fixed_ends, naive_cap_patch_length, patch_layout, threshold_ends, word_ends,
 )
+from agiformer.cli import main
+from agiformer.train.trainer import Trainer
 from tests.helpers import LEAK, ROUNDING, worst_byte_leak
+from tests.test_train import toy_recipe
 
 ALPHABET = torch.tensor(list(b"ab cd.,\n"))  # words, separators and runs of them
 
@@ -236,3 +242,51 @@ def test_bad_patching_configs_are_refused_in_one_line(overrides, problem):
     with pytest.raises(AGIFormerError, match=problem) as error:
         AGIFormerConfig.preset("tiny", **overrides)
     assert "\n" not in str(error.value)
+
+
+def test_calibrate_then_train_with_the_entropy_model_a_recipe_names_then_inspect(tmp_path, toy_data, capsys):
+    lm = entropy_model().float()
+    lm.save_pretrained(tmp_path / "lm")
+    data = ["--data-dir", str(toy_data)]
+    assert main(["patch", "calibrate", "--corpus", "toy", "--entropy-model", str(tmp_path / "lm"), "--mean-bytes", "3",
+                 "--max-bytes", "6", *data]) == 0
+    printed = capsys.readouterr().out
+    threshold = float(re.search(r"threshold (-?[\d.]+) bits", printed).group(1))
+    assert abs(float(re.search(r"gives ([\d.]+) bytes per patch", printed).group(1)) - 3) < 0.05
+    recipe = toy_recipe(model=dict(preset="tiny", patching="entropy", patch_size=6, entropy_model=str(tmp_path / "lm"),
+                                   entropy_threshold=threshold), steps=2)
+    trainer = Trainer(recipe, data_dir=toy_data, out_dir=tmp_path / "run", progress=False)
+    assert all(torch.equal(trainer.model.patcher.model.state_dict()[name], weight)
+               for name, weight in lm.state_dict().items())
+    trainer.train()
+    trained = load_model(tmp_path / "run" / "last")
+    assert all(torch.equal(trained.patcher.model.state_dict()[name], weight)  # frozen: saved as it was read
+               for name, weight in lm.state_dict().items())
+    assert main(["inspect", str(tmp_path / "run"), "--prompt", "the cat sat on the mat in the morning light",
+                 "--out", str(tmp_path / "i")]) == 0
+    result = json.loads((tmp_path / "i.json").read_text())
+    assert result["patching"] == "entropy" and result["patch_ends"]
+    assert len(result["boundary_score"]["values"]) == len(b"the cat sat on the mat in the morning light")
+    assert (tmp_path / "i.png").stat().st_size > 5000
+
+
+@pytest.mark.parametrize("argv, problem", [
+    (["--mean-bytes", "7", "--max-bytes", "6"], "out of reach"),
+    (["--entropy-model", "NOT_A_LM"], "needs a byte-ngram one"),
+])
+def test_calibrate_refuses_in_one_line(argv, problem, tmp_path, toy_data, capsys):
+    entropy_model().float().save_pretrained(tmp_path / "lm")
+    AGIFormer(AGIFormerConfig.preset("tiny")).save_pretrained(tmp_path / "agi")
+    argv = [str(tmp_path / "agi") if a == "NOT_A_LM" else a for a in argv]
+    base = ["patch", "calibrate", "--corpus", "toy", "--data-dir", str(toy_data), "--entropy-model", str(tmp_path / "lm")]
+    assert main(base + argv) == 2
+    error = capsys.readouterr().err
+    assert problem in error and len(error.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("patching", ["space", "learned"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_dynamic_patching_trains_in_either_precision(patching, precision, tmp_path, toy_data):
+    recipe = toy_recipe(model=dict(preset="tiny", patching=patching, patch_size=6), steps=3, precision=precision)
+    summary = Trainer(recipe, data_dir=toy_data, out_dir=tmp_path / "run", progress=False).train()
+    assert summary["steps"] == 3 and 0 < summary["last_val"]["val_bpb"] < 9

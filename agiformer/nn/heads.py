@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
