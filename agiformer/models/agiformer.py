@@ -19,6 +19,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from agiformer.models.byte_ngram_lm import ByteNgramLM, ByteNgramLMConfig
 from agiformer.models.config import AGIFormerConfig
 from agiformer.models.streaming import ByteStream, sample_byte
 from agiformer.nn import (
@@ -75,8 +76,6 @@ class AGIFormer(nn.Module):
         if c.patching == "space":
             return SpacePatcher()
         if c.patching == "entropy":
-            from agiformer.models.byte_ngram_lm import ByteNgramLM, ByteNgramLMConfig
-
             return EntropyPatcher(ByteNgramLM(ByteNgramLMConfig.from_dict(c.entropy_model)),
                                   threshold=c.entropy_threshold, rule=c.entropy_rule)
         if c.patching == "learned":
