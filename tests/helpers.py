@@ -14,6 +14,13 @@ ROUNDING = 1e-12   # float64: a few hundred ulps of the output's scale
 LEAK = 1e-6        # what a real dependence shows at least (the controls show 1e-3 and more)
 
 
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a − b| over max |b| (the absolute difference where b is all zero), on the CPU."""
+    a, b = a.detach().cpu(), b.detach().cpu()
+    scale = b.abs().max()
+    return ((a - b).abs().max() / scale).item() if scale > 0 else (a - b).abs().max().item()
+
+
 def output_change(fn, x: torch.Tensor, perturbed: torch.Tensor, upto: int) -> float:
     """Largest change of fn(·)[:, :upto] between inputs x and perturbed, relative to fn(x)'s largest magnitude."""
     with torch.no_grad():

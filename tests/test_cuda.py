@@ -9,6 +9,7 @@ from agiformer.models import ByteStream
 from agiformer.ops import blockwise_window_attention, chunked_hebbian
 from agiformer.ops.least_squares_memory import LeastSquaresMemoryState, least_squares_memory_scan
 from agiformer.ops.neural_memory import initial_neural_memory_state, neural_memory_scan
+from tests.helpers import relative_error
 from tests import test_mag_model as mag  # skips this module where transformers is missing
 from tests.test_least_squares_memory import RIDGE, memory_inputs
 from tests.test_model import VARIANTS, tiny
@@ -19,10 +20,6 @@ TOL = 1e-9
 # Hugging Face's rotary embedding computes cos/sin in float32 whatever the model's dtype, and the CPU's
 # and the GPU's float32 sin differ in the last bit: a float64 base agrees across devices to ~1e-7 only
 HF_ROTARY_TOL = 1e-6
-
-
-def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.cpu() - b.cpu()).abs().max() / b.cpu().abs().max()).item()
 
 
 def on(device: str, tensors):

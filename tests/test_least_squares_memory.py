@@ -12,12 +12,9 @@ from agiformer.ops.least_squares_memory import (
     LeastSquaresMemoryState, initial_least_squares_state, least_squares_memory_scan, naive_least_squares_memory,
     spd_solve,
 )
+from tests.helpers import relative_error
 
 RIDGE = 0.05
-
-
-def relative_error(a, b):
-    return ((a - b).abs().max() / b.abs().max()).item()
 
 
 def memory_inputs(*, N, L, Dk=4, Dv=5, seed=0, start_empty=False):

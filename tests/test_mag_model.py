@@ -14,6 +14,7 @@ import torch  # noqa: E402
 from agiformer.errors import AGIFormerError  # noqa: E402
 from agiformer.mag import MAGConfig, MAGModel, load_mag, parse_layers, save_mag  # noqa: E402
 from agiformer.mag.model import WEIGHTS_FILE  # noqa: E402
+from tests.helpers import relative_error  # noqa: E402
 
 VOCAB = 260
 ARCHITECTURES = ["qwen3", "llama"]
@@ -73,10 +74,6 @@ def tiny_mag(architecture: str, *, layers="1,3", seed: int = 0, **overrides) -> 
 
 def tokens(batch: int, length: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
-
-
-def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).abs().max() / b.abs().max()).item()
 
 
 def sliding_window_mask(length: int, window: int) -> torch.Tensor:

@@ -20,6 +20,7 @@ from agiformer.ops.neural_memory import (
     NeuralMemoryState, memory_apply, naive_neural_memory, neural_memory_scan, surprise_gradients,
     vmap_surprise_gradients,
 )
+from tests.helpers import relative_error
 
 DEPTHS = [1, 2]
 HEADS = [1, 2]
@@ -34,11 +35,6 @@ def layer_kind(write: str) -> dict:
     if write == "least_squares+concat":
         return {"write": "least_squares", "key_form": "concat", "key_span": 2}
     return {"write": write}
-
-
-def relative_error(a, b):
-    scale = b.abs().max()
-    return ((a - b).abs().max() / scale).item() if scale > 0 else (a - b).abs().max().item()
 
 
 def state_tensors(state) -> tuple[torch.Tensor, ...]:

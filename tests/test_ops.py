@@ -12,6 +12,7 @@ from agiformer.ops import (
     naive_embedding_sum, naive_hebbian, naive_token_discrepancy, naive_window_attention, rolling_kv_from_sequence,
     rotary_angles, token_discrepancy, window_attention_step,
 )
+from tests.helpers import relative_error
 
 ALPHAS = [0.1, 0.5, 0.99, 1.0]
 
@@ -36,10 +37,6 @@ def quadratic_hebbian(q, k, v, log_decay, eps=1e-6):
     decay = (b[..., :, None] - b[..., None, :]).masked_fill(~causal, float("-inf")).exp()
     w = (q @ k.transpose(-1, -2)) * decay
     return (w @ v) / (w.sum(-1, keepdim=True) + eps)
-
-
-def relative_error(a, b):
-    return ((a - b).abs().max() / b.abs().max()).item()
 
 
 @pytest.mark.parametrize("alpha", ALPHAS)
@@ -136,8 +133,11 @@ def test_embedding_sum_equals_lookup_then_add(shape):
     assert fused.shape == plain.shape
     (fused_grad,) = torch.autograd.grad((fused * upstream).sum(), weight)
     (plain_grad,) = torch.autograd.grad((plain * upstream).sum(), weight)
+    (sparse_grad,) = torch.autograd.grad((embedding_sum(ids, weight, sparse_gradient=True) * upstream).sum(), weight)
+    assert sparse_grad.is_sparse
     if ids.numel():
         assert relative_error(fused, plain) <= 1e-12 and relative_error(fused_grad, plain_grad) <= 1e-12
+        assert relative_error(sparse_grad.to_dense(), plain_grad) <= 1e-12
         # negative control: one id off by one is a real difference, far above rounding
         wrong = ids.clone()
         wrong.view(-1)[-1] = (wrong.view(-1)[-1] + 1) % 50

@@ -22,8 +22,10 @@ from agiformer.models import ByteGPTConfig, ByteNgramLMConfig
 from agiformer.train import Recipe, Trainer, load_recipe
 from agiformer.train.recipe import Stage
 from agiformer.train.plots import read_metrics
-from agiformer.train.optim import optimizer_for
+from agiformer.nn import ByteNgramEmbedding
+from agiformer.train.optim import SparseRowGradients, optimizer_for
 from agiformer.validation import type_problems
+from tests.helpers import relative_error
 
 
 def toy_recipe(**overrides) -> Recipe:
@@ -297,6 +299,36 @@ def test_fused_adamw_matches_the_reference_loop(lr_control):
     error = max(((p - q).abs().max() / q.abs().max()).item() for p, q in zip(model.parameters(), reference))
     assert fused.param_groups[0]["fused"] and loop.param_groups[0]["foreach"] is False
     assert (error > 1e-6) if lr_control else (error < 1e-12)
+
+
+def test_sparse_row_gradients_equal_the_dense_gradient_step_after_step():
+    """The table's gradient rebuilt from its looked-up rows equals the dense backward's, in float64, over steps
+    whose rows differ (the reused buffer must not keep the last step's rows) and with two backward passes
+    accumulated before `densify`."""
+    torch.manual_seed(0)
+    table = ByteNgramEmbedding(dim=4, max_order=3, buckets=16).double()
+    dense = ByteNgramEmbedding(dim=4, max_order=3, buckets=16).double()
+    dense.load_state_dict(table.state_dict())
+    rows = SparseRowGradients(table)
+    assert table.sparse_gradient and not dense.sparse_gradient
+    g = torch.Generator().manual_seed(1)
+    buffers, looked_up = [], []
+    for passes in (1, 2, 1):
+        for _ in range(passes):
+            history = torch.randint(0, 257, (2, 3, 3), generator=g)
+            upstream = torch.randn(2, 3, 4, generator=g, dtype=torch.float64)
+            (table(history) * upstream).sum().backward()
+            (dense(history) * upstream).sum().backward()
+        assert table.table.weight.grad.is_sparse
+        rows.densify()
+        grad, expected = table.table.weight.grad, dense.table.weight.grad
+        assert not grad.is_sparse and relative_error(grad, expected) <= 1e-12
+        buffers.append(grad.data_ptr())
+        looked_up.append(set(expected.abs().sum(1).nonzero().flatten().tolist()))
+        table.zero_grad(set_to_none=True)
+        dense.zero_grad(set_to_none=True)
+    # the same buffer served every step, and rows looked up before but not since are zero again in it
+    assert len(set(buffers)) == 1 and looked_up[0] - looked_up[2]
 
 
 def test_shipped_recipes_load():

@@ -13,6 +13,8 @@ class ByteNgramEmbedding(nn.Module):
 
     A lookup costs no matmul: a byte-level layer gets the last few bytes at the price of a gather and
     the optimizer's update of the tables, which hold (orders − 1) × buckets × dim parameters.
+    `sparse_gradient = True` makes the table's gradient the rows looked up only (a sparse tensor): the
+    trainer sets it and makes the gradient dense again in a buffer it keeps (`SparseRowGradients`).
     """
 
     def __init__(self, *, dim: int, max_order: int, buckets: int = 16384):
@@ -20,6 +22,7 @@ class ByteNgramEmbedding(nn.Module):
         if max_order < 2:
             raise ValueError(f"max_order must be ≥ 2 (order 1 is the byte embedding itself), got {max_order}")
         self.max_order, self.buckets = max_order, buckets
+        self.sparse_gradient = False
         self.table = nn.Embedding((max_order - 1) * buckets, dim)
         nn.init.normal_(self.table.weight, std=(max_order - 1) ** -0.5)  # the sum starts at unit variance, like a byte embedding
 
@@ -27,4 +30,4 @@ class ByteNgramEmbedding(nn.Module):
         """history (..., K ≥ max_order) of bytes (256 = none), most recent last → (..., dim)."""
         ids = torch.stack([ngram_ids(history, order, self.buckets) + (order - 2) * self.buckets
                            for order in range(2, self.max_order + 1)], dim=-1)
-        return embedding_sum(ids, self.table.weight)
+        return embedding_sum(ids, self.table.weight, sparse_gradient=self.sparse_gradient)

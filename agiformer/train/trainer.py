@@ -26,7 +26,7 @@ from agiformer.precision import PrecisionChoice, autocast, choose_precision
 from agiformer.train.adapt import AdapterConfig, TrainedParameters, adapted_base
 from agiformer.train.distributed import Distributed
 from agiformer.train.loop import TrainingLoop
-from agiformer.train.optim import optimizer_for, scheduled_lr
+from agiformer.train.optim import SparseRowGradients, optimizer_for, scheduled_lr
 from agiformer.train.recipe import Recipe
 
 
@@ -64,6 +64,9 @@ class Trainer(TrainingLoop):
         if self.adapter is None and recipe.entropy_model_dir() is not None:  # the frozen LM that places patches
             self.model.patcher.model.load_state_dict(load_model(recipe.entropy_model_dir()).state_dict())
         self.optimizer = optimizer_for(self.model, recipe)
+        # CUDA's caching allocator reuses a dense gradient's memory; several processes reduce dense gradients
+        self.row_gradients = SparseRowGradients(self.model) \
+            if self.device.type == "cpu" and self.dist.world_size == 1 else None
         self.generators = {"data": torch.Generator().manual_seed(recipe.seed),
                            "effort": torch.Generator().manual_seed(recipe.seed + 1)}
         self.state = {"step": 0, "bytes_seen": 0, "best_val_bpb": math.inf, "elapsed_s": 0.0,
@@ -108,6 +111,8 @@ class Trainer(TrainingLoop):
                     loss, bpb = self.step_module(rows, stage.plasticity, effort)
                 (loss / recipe.grad_accum).backward()
             bpb_sum += bpb.item()
+        if self.row_gradients is not None:
+            self.row_gradients.densify()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), recipe.grad_clip).item()
         train_bpb = self.dist.sum([bpb_sum / recipe.grad_accum])[0] / self.dist.world_size
         self.check_finite(step, train_bpb=train_bpb, grad_norm=grad_norm)
