@@ -38,7 +38,7 @@ SAMPLE_ROWS = 16  # test rows of the recipe's length whose patches make the hist
 def mode_model(mode: str, mean_bytes: int, entropy_model: Path | None, corpus: str, data_dir: Path) -> dict:
     """[model] overrides of a mode at a mean patch length."""
     if mode == "fixed":
-        return {"patch_size": mean_bytes}
+        return {"patching": "fixed", "patch_size": mean_bytes}
     overrides = {"patching": mode, "patch_size": 2 * mean_bytes}
     if mode == "learned":
         overrides["target_patch_bytes"] = float(mean_bytes)

@@ -342,9 +342,12 @@ def test_patching_modes_change_only_the_patching(mode, mean_bytes):
     args = argparse.Namespace(corpus="en-wiki", minutes=20.0, mean_bytes=mean_bytes, entropy_model=None, data_dir=None)
     base = quality.system_recipe(quality.RECIPES["en-wiki"], "agiformer", minutes=20, name="base")
     recipe = patching.mode_recipe(mode, args)
-    changed = {k: v for k, v in recipe.model.items() if base.model.get(k) != v}
-    expected = {"fixed": {"patch_size": mean_bytes},
-                "space": {"patching": "space", "patch_size": 2 * mean_bytes},
-                "learned": {"patching": "learned", "patch_size": 2 * mean_bytes, "target_patch_bytes": float(mean_bytes)}}
-    assert changed == expected[mode]
+    defaults = AGIFormerConfig.preset(base.model["preset"]).to_dict()  # what the recipe leaves unsaid
+    changed = {k: v for k, v in recipe.model.items() if base.model.get(k, defaults.get(k)) != v}
+    overrides = {"fixed": {"patching": "fixed", "patch_size": mean_bytes},
+                 "space": {"patching": "space", "patch_size": 2 * mean_bytes},
+                 "learned": {"patching": "learned", "patch_size": 2 * mean_bytes, "target_patch_bytes": float(mean_bytes)}}
+    assert changed == {k: v for k, v in overrides[mode].items() if base.model.get(k, defaults[k]) != v}
+    config = recipe.model_config()
+    assert {k: getattr(config, k) for k in overrides[mode]} == overrides[mode]
     assert recipe.minutes == 20 and recipe.stages == base.stages and recipe.eval_every == quality.AT_THE_END_ONLY
