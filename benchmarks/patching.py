@@ -140,22 +140,38 @@ def report(args) -> None:
 
 
 def plot(figures: list, path: Path) -> bool:
+    """One panel per corpus (columns) and mean patch length (rows): the dynamic modes' histograms as bars,
+    fixed patches (all one length) as a dashed line, each labelled with its test bpb."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     if not figures:
         return False
-    fig, axes = plt.subplots(1, len(figures), figsize=(6 * len(figures), 4), squeeze=False)
-    for ax, (name, results) in zip(axes[0], figures):
-        width = 0.8 / len(results)
-        for i, r in enumerate(results):
+    corpora = sorted({results[0]["corpus"] for _, results in figures})
+    means = sorted({results[0]["mean_bytes_target"] for _, results in figures})
+    fig, axes = plt.subplots(len(means), len(corpora), figsize=(5.5 * len(corpora), 3.6 * len(means)), squeeze=False)
+    for ax in axes.flat:
+        ax.set_visible(False)
+    colours = dict(zip(MODES, ["tab:blue", "tab:orange", "tab:green", "tab:red"]))
+    for name, results in figures:
+        ax = axes[means.index(results[0]["mean_bytes_target"])][corpora.index(results[0]["corpus"])]
+        ax.set_visible(True)
+        dynamic = [r for r in results if r["mode"] != "fixed"]
+        width = 0.8 / max(1, len(dynamic))
+        for i, r in enumerate(dynamic):
             total = sum(r["histogram"])
-            ax.bar([n + 1 + (i - len(results) / 2 + 0.5) * width for n in range(len(r["histogram"]))],
-                   [100 * c / total for c in r["histogram"]], width=width,
-                   label=f"{r['mode']}: {r['mean_patch_bytes']:.2f} B, test {r['test_bpb']:.3f} bpb")
-        ax.set(title=f"{name}: patch lengths on the test split", xlabel="bytes in the patch", ylabel="% of patches")
-        ax.legend(fontsize=8)
+            ax.bar([n + 1 + (i - len(dynamic) / 2 + 0.5) * width for n in range(len(r["histogram"]))],
+                   [100 * c / total for c in r["histogram"]], width=width, color=colours[r["mode"]],
+                   label=f"{r['mode']}: {r['mean_patch_bytes']:.2f} B a patch, test {r['test_bpb']:.3f} bpb")
+        for r in results:
+            if r["mode"] == "fixed":
+                ax.axvline(r["model"]["patch_size"], color=colours["fixed"], linestyle="--",
+                           label=f"fixed: {r['model']['patch_size']} B a patch, test {r['test_bpb']:.3f} bpb")
+        top = max((100 * max(r["histogram"]) / sum(r["histogram"]) for r in dynamic), default=100)
+        ax.set(title=f"{name}: patch lengths on the test split", xlabel="bytes in the patch", ylabel="% of patches",
+               ylim=(0, 1.5 * top))  # room for the legend above the bars
+        ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

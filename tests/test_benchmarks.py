@@ -351,3 +351,27 @@ def test_patching_modes_change_only_the_patching(mode, mean_bytes):
     config = recipe.model_config()
     assert {k: getattr(config, k) for k in overrides[mode]} == overrides[mode]
     assert recipe.minutes == 20 and recipe.stages == base.stages and recipe.eval_every == quality.AT_THE_END_ONLY
+
+
+def test_patching_report_puts_each_corpus_and_mean_length_in_its_section_and_panel(tmp_path):
+    def result(corpus, mean, mode, bpb, histogram):
+        return {"mode": mode, "corpus": corpus, "minutes": 20, "mean_bytes_target": mean,
+                "model": {"patching": mode, "patch_size": mean if mode == "fixed" else 2 * mean},
+                "mean_patch_bytes": sum((i + 1) * c for i, c in enumerate(histogram)) / sum(histogram),
+                "flops_per_byte": 4e6, "steps": 100, "bytes_seen": 8e5, "precision": "fp32", "val_bpb": bpb,
+                "test_bpb": bpb, "histogram": histogram, "command": "python -m benchmarks.patching",
+                "environment": {"cpu_model": "cpu", "torch_version": "2", "torch_threads": 1,
+                                "date_utc": "2026-12-06 00:00:00", "git_commit": "abc"}}
+    folders = {"toy-20min-mean4": [result("toy", 4, "space", 1.9, [1, 2, 3, 4, 5, 6, 7, 8]),
+                                   result("toy", 4, "fixed", 2.0, [0, 0, 0, 10])],
+               "toy-20min-mean6": [result("toy", 6, "learned", 2.1, [5] * 12)]}
+    for folder, results in folders.items():
+        (tmp_path / "patching" / folder).mkdir(parents=True)
+        for r in results:
+            (tmp_path / "patching" / folder / f"{r['mode']}.json").write_text(json.dumps(r))
+    patching.report(argparse.Namespace(out=tmp_path))
+    text = (tmp_path / "patching.md").read_text()
+    mean4, mean6 = text.split("## toy, 20 minutes per mode, mean patch length ")[1:]
+    assert mean4.index("| fixed |") < mean4.index("| space |") and "| 0.950 |" in mean4  # space against fixed
+    assert "| learned |" in mean6 and "| fixed |" not in mean6  # no fixed run: no ratio
+    assert (tmp_path / "patching.png").stat().st_size > 10_000
