@@ -25,7 +25,6 @@ from agiformer.data import load_split
 from agiformer.eval.bpb import evaluate_bpb
 from agiformer.eval.patching import calibrate_threshold, entropies, length_histogram, sample_rows
 from agiformer.models import load_model, resolve_checkpoint
-from agiformer.ops.patching import fixed_ends
 from agiformer.train.recipe import Recipe, load_recipe
 from agiformer.train.trainer import Trainer
 from benchmarks.common import RESULTS_DIR, ROOT, command_line, environment, finish_environment, log, markdown_table, write_json, write_text
@@ -66,8 +65,7 @@ def patch_statistics(model, rows: torch.Tensor) -> dict:
     """Mean length and histogram of the patches of `rows` (unfinished last patches left out), and the
     forward's matmul FLOPs per byte."""
     model.eval()
-    ends = model.patches(rows).layout.ends if model.patcher is not None else \
-        fixed_ends(tuple(rows.shape), model.config.patch_size)
+    ends = model.patch_ends(rows)
     with FlopCounterMode(display=False) as counter:
         model(rows[:2])
     return {"mean_patch_bytes": ends.numel() / int(ends.sum()),

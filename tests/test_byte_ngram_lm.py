@@ -32,7 +32,7 @@ def test_byte_ngram_lm_is_causal_and_a_leak_is_caught():
     model = tiny_lm().double()
     x = torch.randint(0, 256, (2, 20))
     assert worst_byte_leak(model, x) <= ROUNDING
-    # negative control: reading the K bytes ending at t (next_entropy's histories) as the prediction of byte t
+    # negative control: reading the K bytes ending at t as the prediction of byte t
     assert worst_byte_leak(lambda x: model.next_logits(model.histories(x)[:, 1:]), x) > LEAK
 
 
@@ -52,12 +52,12 @@ def test_logits_are_next_logits_of_the_k_bytes_before_and_nothing_further_back()
     assert difference[s + K + 1:].max() <= 1e-12      # … and read by no later position
 
 
-def test_next_entropy_is_the_entropy_of_the_forward_one_byte_on():
+def test_entropies_are_those_of_the_forward_and_of_the_byte_after_the_text():
     model = tiny_lm().double()
     x = torch.randint(0, 256, (3, 12))
-    entropy = model.next_entropy(x)
-    assert entropy.shape == (3, 12) and entropy.dtype == torch.float64
-    assert (entropy[:, :-1] - bits(model(x))[:, 1:]).abs().max() <= 1e-12
+    entropy = model.entropies(x)
+    assert entropy.shape == (3, 13) and entropy.dtype == torch.float64
+    assert (entropy[:, :-1] - bits(model(x))).abs().max() <= 1e-12
     assert (entropy[:, -1] - bits(model.next_logits(x[:, -K:]))).abs().max() <= 1e-12
     assert 0 <= entropy.min() and entropy.max() <= 8
 

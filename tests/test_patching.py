@@ -130,7 +130,7 @@ def tiny(patching: str, **overrides) -> AGIFormer:
         return AGIFormer(AGIFormerConfig.preset("tiny", patching=patching, **overrides)).double().eval()
     lm = entropy_model()
     with torch.no_grad():
-        values = lm.next_entropy(text(1, 64)).flatten().unique().sort().values
+        values = lm.entropies(text(1, 64))[:, 1:].flatten().unique().sort().values
     middle = len(values) // 2
     threshold = float(values[middle - 1] + values[middle]) / 2
     model = AGIFormer(AGIFormerConfig.preset("tiny", patching="entropy", entropy_model=lm.config.to_dict(),

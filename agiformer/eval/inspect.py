@@ -12,8 +12,6 @@ from pathlib import Path
 
 import torch
 
-from agiformer.nn.patching import EntropyPatcher
-from agiformer.ops.patching import fixed_ends
 
 
 @torch.no_grad()
@@ -72,16 +70,13 @@ def inspect_model(model, prompt: bytes, *, plasticity: float | None = None, effo
             row["memory_decay"] = decay.tolist()
             row["memory_half_life_patches"] = [math.log(0.5) / math.log(d) if d < 1 else math.inf for d in decay.tolist()]
         layers.append(row)
-    ends = out.patching.layout.ends[0] if out.patching is not None else fixed_ends(x.shape, model.config.patch_size)[0]
+    ends = out.patching.layout.ends[0] if out.patching is not None else model.patch_ends(x)[0]
     result = {"prompt_bytes": len(prompt), "patching": model.config.patching, "patch_size": model.config.patch_size,
               "patch_ends": ends.nonzero().flatten().tolist(), "patches": out.reasoning.steps.shape[1],
               "plasticity": plasticity, "effort": effort, "layers": layers, "reasoning_steps": out.reasoning.steps[0].tolist()}
-    if isinstance(model.patcher, EntropyPatcher):
-        result["boundary_score"] = {"name": "entropy of the next byte (bits)", "threshold": model.patcher.threshold,
-                                    "rule": model.patcher.rule, "values": model.patcher.entropies(x)[0, 1:].tolist()}
-    elif out.patching is not None and out.patching.probabilities is not None:
-        result["boundary_score"] = {"name": "boundary probability", "threshold": 0.5, "rule": "global",
-                                    "values": out.patching.probabilities[0].tolist()}
+    scores = model.boundary_scores(x)
+    if scores is not None:
+        result["boundary_score"] = {**scores, "values": scores["values"][0].tolist()}
     if reasoning_in:
         result["reasoning_update_norm"] = (reasoning_in["z_out"] - reasoning_in["z_in"]).norm(dim=-1).tolist()
     return result

@@ -23,10 +23,8 @@ def sample_rows(data: np.ndarray, sample_bytes: int) -> torch.Tensor:
 @torch.no_grad()
 def entropies(entropy_model, rows: torch.Tensor, batch_rows: int = 16) -> torch.Tensor:
     """(R, L + 1) bits, as an entropy patcher reads them: [:, t] is the entropy of byte t given those before."""
-    from agiformer.nn.patching import EntropyPatcher
-
-    patcher = EntropyPatcher(entropy_model, threshold=0.0)
-    return torch.cat([patcher.entropies(rows[i:i + batch_rows]) for i in range(0, len(rows), batch_rows)])
+    with torch.autocast(rows.device.type, enabled=False):  # float32, as the patcher runs it
+        return torch.cat([entropy_model.entropies(rows[i:i + batch_rows]) for i in range(0, len(rows), batch_rows)])
 
 
 def mean_patch_bytes(ends: torch.Tensor) -> float:

@@ -31,7 +31,7 @@ from agiformer.nn.reasoning import ReasoningOutput, no_reasoning
 from agiformer.models.outputs import LossOutput
 from agiformer.models.pretrained import load_model, save_model
 from agiformer.ops import histories
-from agiformer.ops.patching import PatchLayout, cap_patch_length, patch_layout
+from agiformer.ops.patching import PatchLayout, cap_patch_length, fixed_ends, patch_layout
 from agiformer.ops.token_discrepancy import token_discrepancy
 
 
@@ -129,6 +129,17 @@ class AGIFormer(nn.Module):
         probabilities = self.patcher.probabilities(x) if isinstance(self.patcher, LearnedPatcher) else None
         natural = probabilities > 0.5 if probabilities is not None else self.patcher.natural_ends(x)
         return Patching(patch_layout(cap_patch_length(natural, self.config.patch_size)), probabilities)
+
+    def patch_ends(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L) True at the last byte of each patch of x, in every patching mode."""
+        if self.patcher is None:
+            return fixed_ends(tuple(x.shape), self.config.patch_size)
+        return self.patches(x).layout.ends
+
+    def boundary_scores(self, x: torch.Tensor) -> dict | None:
+        """What the patcher compared with its threshold after each byte of x (B, L): {name, threshold, rule,
+        values (B, L)}; None where patches are fixed or end after words."""
+        return self.patcher.boundary_scores(x) if self.patcher is not None else None
 
     def run(self, x: torch.Tensor, *, plasticity: float | None = None, effort: float | None = None) -> ModelOutput:
         if x.dim() != 2 or x.shape[1] < 1:

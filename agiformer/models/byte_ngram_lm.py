@@ -86,10 +86,10 @@ class ByteNgramLM(nn.Module):
         """Logits (B, L, 256); logits[:, t] predicts byte t from bytes t−K … t−1."""
         return self.next_logits(self.histories(x)[:, :-1])
 
-    def next_entropy(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, L) bits: [:, t] is the entropy of the distribution of byte t+1 given the K bytes ending at byte t,
-        the uncertainty a patcher cuts at (a high value: the next byte starts a new patch)."""
-        logits = self.next_logits(self.histories(x)[:, 1:])
+    def entropies(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L + 1) bits: [:, t] is the entropy of the distribution of byte t given the K bytes before it, for
+        t = 0 … L; a high value after byte t − 1 is where a patcher starts a new patch."""
+        logits = self.next_logits(self.histories(x))
         log_p = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
         return -(log_p.exp() * log_p).sum(-1) / math.log(2)
 

@@ -7,7 +7,6 @@ decide ends[:, t]: a stream keeps that many bytes and gets the same decisions as
 
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import nn
@@ -26,12 +25,16 @@ class SpacePatcher(nn.Module):
     def natural_ends(self, x: torch.Tensor) -> torch.Tensor:
         return word_ends(x)
 
+    def boundary_scores(self, x: torch.Tensor) -> None:
+        """Word ends are decided by the byte itself: no score to draw."""
+        return None
+
 
 class EntropyPatcher(nn.Module):
     """BLT: a patch ends where a small frozen byte LM finds the next byte hard to predict.
 
     `model` is a local byte LM (`agiformer.models.ByteNgramLM`) with `context_bytes` K and
-    `next_logits(history (..., K))`; it runs in float32 whatever the autocast, so a boundary does
+    `entropies(x)`; it runs in float32 whatever the autocast, so a boundary does
     not move with the training precision.
     """
 
@@ -49,12 +52,16 @@ class EntropyPatcher(nn.Module):
     def entropies(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L + 1) bits: [:, t] is the entropy of byte t given the bytes before it."""
         with torch.autocast(x.device.type, enabled=False), torch.no_grad():
-            log_p = self.model.next_logits(histories(x, self.model.config.context_bytes)).log_softmax(-1)
-            return -(log_p.exp() * log_p).sum(-1) / math.log(2)
+            return self.model.entropies(x)
 
     def natural_ends(self, x: torch.Tensor) -> torch.Tensor:
         entropy = self.entropies(x)
         return threshold_ends(entropy[:, 1:], entropy[:, :-1], self.threshold, self.rule)
+
+    def boundary_scores(self, x: torch.Tensor) -> dict:
+        """What placed each boundary: (B, L) values, the entropy of the byte after each byte."""
+        return {"name": "entropy of the next byte (bits)", "threshold": self.threshold, "rule": self.rule,
+                "values": self.entropies(x)[:, 1:]}
 
 
 def straight_through(confidence: torch.Tensor) -> torch.Tensor:
@@ -94,6 +101,10 @@ class LearnedPatcher(nn.Module):
 
     def natural_ends(self, x: torch.Tensor) -> torch.Tensor:
         return self.probabilities(x) > 0.5
+
+    def boundary_scores(self, x: torch.Tensor) -> dict:
+        """What placed each boundary: (B, L) values, the probability of a boundary after each byte."""
+        return {"name": "boundary probability", "threshold": 0.5, "rule": "global", "values": self.probabilities(x)}
 
 
 def ratio_loss(ends: torch.Tensor, probabilities: torch.Tensor, target_bytes: float) -> torch.Tensor:
