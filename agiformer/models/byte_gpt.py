@@ -8,7 +8,6 @@ AGIFORMER's constant-size state is compared with.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -18,7 +17,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from agiformer.models.config import ConfigMixin
-from agiformer.models.outputs import LossOutput
+from agiformer.models.outputs import LossOutput, next_byte_loss
 from agiformer.models.pretrained import load_model, save_model
 from agiformer.models.streaming import inference, sample_byte
 from agiformer.nn.mlp import SwiGLU
@@ -111,11 +110,8 @@ class ByteGPT(nn.Module):
         start = torch.full_like(x[:, :1], 256)
         return self._run(torch.cat([start, x[:, :-1]], dim=1))[0]
 
-    def loss(self, x: torch.Tensor, *, plasticity=None, effort=None):
-        logits = self(x)
-        total_bits = F.cross_entropy(logits.float().reshape(-1, 256), x.reshape(-1), reduction="sum") / math.log(2)
-        zero = total_bits.new_zeros(())
-        return LossOutput(total_bits / x.numel(), total_bits / x.numel(), total_bits, x.numel(), zero, zero)
+    def loss(self, x: torch.Tensor, *, plasticity=None, effort=None) -> LossOutput:
+        return next_byte_loss(self(x), x)
 
     def generate(self, prompt: bytes, max_new_bytes: int = 256, *, temperature: float = 1.0, top_k=None, top_p=None,
                  effort=None, plasticity=None, seed: int | None = None) -> Iterator[int]:

@@ -18,10 +18,9 @@ from typing import Iterator
 
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 from agiformer.models.config import ConfigMixin
-from agiformer.models.outputs import LossOutput
+from agiformer.models.outputs import LossOutput, next_byte_loss
 from agiformer.models.pretrained import load_model, save_model
 from agiformer.models.streaming import inference, sample_byte
 from agiformer.nn.mlp import SwiGLU
@@ -94,11 +93,7 @@ class ByteNgramLM(nn.Module):
         return -(log_p.exp() * log_p).sum(-1) / math.log(2)
 
     def loss(self, x: torch.Tensor, *, plasticity=None, effort=None) -> LossOutput:
-        logits = self(x)
-        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 up, float64 kept
-        total_bits = F.cross_entropy(logits.reshape(-1, 256), x.reshape(-1), reduction="sum") / math.log(2)
-        zero = total_bits.new_zeros(())
-        return LossOutput(total_bits / x.numel(), total_bits / x.numel(), total_bits, x.numel(), zero, zero)
+        return next_byte_loss(self(x), x)
 
     def generate(self, prompt: bytes, max_new_bytes: int = 256, *, temperature: float = 1.0, top_k=None, top_p=None,
                  effort=None, plasticity=None, seed: int | None = None) -> Iterator[int]:
