@@ -97,6 +97,9 @@ def test_adapt_command_trains_and_eval_scores_the_adapter(base, toy_data, tmp_pa
     with pytest.raises(AGIFormerError, match="not a LoRA adapter"):
         dynamic_bpb(lora.model, load_split(toy_data, "toy", "val")[:128], seq_len=64)
     assert main(["adapt", str(tmp_path / "nowhere"), "--corpus", "toy", "--steps", "2", *d]) == 2
+    capsys.readouterr()
+    assert main(["adapt", str(out), "--corpus", "toy", "--steps", "2", *d]) == 2  # an adapter of an adapter
+    assert "holds an adapter of" in capsys.readouterr().err
 
 
 def test_experts_load_onto_their_shared_base(base, toy_data, tmp_path):

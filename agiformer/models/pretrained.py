@@ -29,6 +29,9 @@ def saved_config(directory: str | Path):
     values = read_config_values(path)
     classes = model_classes()
     model_type = values.get("model_type", "agiformer")
+    if model_type == "adapter":  # agiformer.train.adapt writes these: weights that load onto a base model
+        raise AGIFormerError(f"{path.parent} holds an adapter of {values.get('base', 'another model')}, not a model: "
+                             "adapt or train from its base; eval and generate load adapters onto their base")
     if not isinstance(model_type, str) or model_type not in classes:
         raise AGIFormerError(f"{path}: unknown model_type {model_type!r}; known: {', '.join(classes)}")
     return classes[model_type].config_class.from_dict(values)
