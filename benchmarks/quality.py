@@ -154,6 +154,14 @@ def tuned_gpt(results: list[dict]) -> dict | None:
     return min(swept, key=lambda r: r["val_bpb"]) if swept else None
 
 
+def describe(result: dict) -> str:
+    """The system's description, and how its patches were cut where the recipe chose a patching."""
+    model = result.get("model", {})
+    if model.get("patching", "fixed") == "fixed":
+        return result["description"]
+    return f"{result['description']}; {model['patching']} patches of at most {model['patch_size']} bytes"
+
+
 def report(args) -> None:
     sections, figures = [], {}
     for folder in sorted(p for p in (args.out / "quality").iterdir() if p.is_dir()):
@@ -168,7 +176,7 @@ def report(args) -> None:
         rows = [[r["system"], f"{r['parameters']:,}", f"{r['steps']:,}", f"{r['bytes_seen'] / 1e6:.1f} M",
                  f"{r['train_time_s']:.0f} / {r['budget_s']:.0f}", r.get("precision", {}).get("precision", "bf16"),
                  f"{r['val_bpb']:.3f}", f"{r['test_bpb']:.3f}",
-                 "" if reference is None else f"{r['test_bpb'] - reference:+.3f}", r["description"]] for r in by_bpb]
+                 "" if reference is None else f"{r['test_bpb'] - reference:+.3f}", describe(r)] for r in by_bpb]
         rows += [[f"{c['name']} (alone / given train)", "", "", "", "", "", "",
                   f"{c['bpb']:.3f} / {c['conditional_bpb']:.3f}" if c["bpb"] is not None
                   and c["conditional_bpb"] is not None else (c["note"] or "—"), "", ""] for c in compressors]

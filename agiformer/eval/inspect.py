@@ -13,7 +13,6 @@ from pathlib import Path
 import torch
 
 
-
 @torch.no_grad()
 def byte_surprise(model, prompt: bytes, *, plasticity: float | None = None, effort: float | None = None) -> list[float]:
     """Bits each byte of `prompt` cost the model given the bytes before it: −log₂ p(byte)."""

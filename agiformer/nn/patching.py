@@ -7,7 +7,6 @@ decide ends[:, t]: a stream keeps that many bytes and gets the same decisions as
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 import torch.nn.functional as F
