@@ -23,7 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from agiformer.data import load_split
 from agiformer.eval.bpb import evaluate_bpb
-from agiformer.eval.patching import calibrate_threshold, entropies, length_histogram, sample_rows
+from agiformer.eval.patching import calibrate_threshold, entropies, length_histogram, mean_patch_bytes, sample_rows
 from agiformer.models import load_model, resolve_checkpoint
 from agiformer.train.recipe import Recipe, load_recipe
 from agiformer.train.trainer import Trainer
@@ -68,7 +68,7 @@ def patch_statistics(model, rows: torch.Tensor) -> dict:
     ends = model.patch_ends(rows)
     with FlopCounterMode(display=False) as counter:
         model(rows[:2])
-    return {"mean_patch_bytes": ends.numel() / int(ends.sum()),
+    return {"mean_patch_bytes": mean_patch_bytes(ends),
             "histogram": length_histogram(ends, model.config.patch_size),
             "flops_per_byte": counter.get_total_flops() / rows[:2].numel()}
 

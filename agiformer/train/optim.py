@@ -37,7 +37,7 @@ class SparseRowGradients:
     """Dense gradients of lookup tables rebuilt from the rows a step looked up, in buffers kept between steps.
 
     A dense gradient of the byte head's n-gram tables (84 M parameters in the recipes) allocated afresh by
-    every backward cost ~130 ms a step on one core of an AMD EPYC Zen 4, nearly all of it page faults: the
+    every backward cost 130-210 ms a step on one core of an AMD EPYC Zen 4, most of it page faults: the
     CPU allocator hands blocks that large back to the system when they are freed. Here the tables
     (modules with a `sparse_gradient` attribute) backpropagate the rows they looked up, and `densify`
     writes them into a buffer after zeroing the rows of the step before, so the clipping and the optimizer
