@@ -6,6 +6,7 @@ the scored corpus alone, as its user would.
     python -m benchmarks.quality --corpus en-wiki --minutes 20 --systems agiformer,gpt-sweep
     python -m benchmarks.quality --corpus en-wiki --minutes 20              # every system, one by one
     python -m benchmarks.quality --report                                   # merge into quality.{md,png}
+    python -m benchmarks.quality --corpus en-wiki --recipe my.toml --systems agiformer --out /tmp/my  # another recipe
     python -m benchmarks.quality --quick                                    # 2 systems × 20 s, en-wiki
 
 The byte GPT is the one a user would pick at the budget, not one sized to lose: GPT_SWEEP is a small
@@ -65,22 +66,25 @@ GPT_SWEEP = {
     "gpt-d128-l3-c256": (128, 3, 256, 2e-3, 4),
 }
 SYSTEMS = {
-    "agiformer": "the recipe's model: v2 block (gated fusion, input-dependent decay), GRU head reading hashed 2- to 6-grams "
-                 "and in-context continuations of 15 orders (1-64), rows of 2,048 bytes",
+    "agiformer": "the recipe's model: v2 blocks with window attention only (mixer = attention), GRU head reading hashed "
+                 "2- to 6-grams and in-context continuations of 15 orders (1-64), rows of 2,048 bytes",
     **{name: f"byte GPT (full causal attention): d {d}, {layers} layers, context {context}, lr {lr:g}, batch {batch}"
        for name, (d, layers, context, lr, batch) in GPT_SWEEP.items()},
-    "attention-only": "AGIFORMER without the memory (mixer = attention)",
-    "memory-only": "AGIFORMER without the window attention (mixer = memory)",
+    "hebbian-memory": "AGIFORMER with the seed's hybrid block: window attention gated with the Hebbian fast-weight memory "
+                      "(mixer = hybrid), α from the recipe's stages",
+    "memory-only": "AGIFORMER with the Hebbian memory and no window attention (mixer = memory)",
     "no-reasoning": "AGIFORMER without the adaptive reasoning loop (reasoning_steps = 0)",
     "mlp-head": "AGIFORMER with the parallel MLP byte head instead of the GRU (and its n-grams and continuations)",
     "no-continuations": "AGIFORMER whose byte head reads no in-context continuations (head_continuations = [])",
-    "v1-block": "AGIFORMER with the v1 block: summed fusion, per-head decay, no encoder overlap",
-    "constant-alpha": "AGIFORMER with α = 0.99 in every stage instead of the curriculum's α",
+    "v1-block": "AGIFORMER with the seed's v1 hybrid block: summed fusion, per-head decay, no encoder overlap",
+    "constant-alpha": "hebbian-memory with α = 0.99 in every stage instead of the curriculum's α",
     "no-curriculum": "AGIFORMER trained on the scored corpus alone, α = 0.99, as the byte GPT is (the last stage's facts kept)",
     "discrepancy": "AGIFORMER with the token discrepancy loss (MVoT) against its own byte embeddings, weight 0.1",
-    "neural-memory": "AGIFORMER with the Titans neural memory (gradient write) in its blocks instead of the Hebbian one",
-    "least-squares-memory": "AGIFORMER with the least-squares neural memory in its blocks instead of the Hebbian one",
+    "neural-memory": "hebbian-memory with the Titans neural memory (gradient write) instead of the Hebbian one",
+    "least-squares-memory": "hebbian-memory with the least-squares neural memory instead of the Hebbian one",
 }
+# the systems that put a memory beside the window attention again: the recipes' blocks have none (screen 17)
+HYBRID = {"mixer": "hybrid"}
 AT_THE_END_ONLY = 10 ** 9  # eval_every / checkpoint_every: the budget's calibration and the last step only
 
 
@@ -99,14 +103,15 @@ def system_recipe(path: Path, system: str, *, minutes: float, name: str) -> Reci
         facts = values["stages"][-1].get("facts", 0.0)
         values["stages"] = [{"name": corpus, "corpora": {corpus: 1.0}, "plasticity": 0.99, "facts": facts}]
     elif system == "constant-alpha":
+        model.update(HYBRID)
         values["stages"] = [{**stage, "plasticity": 0.99} for stage in values["stages"]]
     elif system != "agiformer":
-        model.update({"attention-only": {"mixer": "attention"}, "memory-only": {"mixer": "memory"},
+        model.update({"hebbian-memory": HYBRID, "memory-only": {"mixer": "memory"},
                       "no-reasoning": {"reasoning_steps": 0}, "mlp-head": {"head": "mlp", "head_ngrams": 0, "head_continuations": []},
                       "no-continuations": {"head_continuations": []},
-                      "v1-block": {"fusion": "sum", "memory_decay": "head", "encoder_overlap": 0},
-                      "discrepancy": {"discrepancy_weight": 0.1}, "neural-memory": {"memory": "neural"},
-                      "least-squares-memory": {"memory": "neural", "memory_write": "least_squares"}}[system])
+                      "v1-block": {**HYBRID, "fusion": "sum", "memory_decay": "head", "encoder_overlap": 0},
+                      "discrepancy": {"discrepancy_weight": 0.1}, "neural-memory": {**HYBRID, "memory": "neural"},
+                      "least-squares-memory": {**HYBRID, "memory": "neural", "memory_write": "least_squares"}}[system])
     values.update(model=model, steps=0, eval_every=AT_THE_END_ONLY, checkpoint_every=AT_THE_END_ONLY)
     return Recipe.from_dict(values, source=f"{path.name} ({system})")
 
@@ -119,7 +124,7 @@ def run_system(system: str, corpus: str, budget_s: float, args) -> dict:
     out_dir = args.runs_dir / results_folder(corpus, budget_s) / system
     if (out_dir / "last").exists():
         raise SystemExit(f"{out_dir} already holds a run; remove it to measure {system} again")
-    recipe = system_recipe(RECIPES[corpus], system, minutes=budget_s / 60, name=f"quality-{corpus}-{system}")
+    recipe = system_recipe(args.recipe, system, minutes=budget_s / 60, name=f"quality-{corpus}-{system}")
     trainer = Trainer(recipe, data_dir=args.data_dir, out_dir=out_dir, progress=not args.no_progress)
     log(f"{corpus} / {system}: {trainer.precision.describe()}")
     summary = trainer.train()
@@ -138,7 +143,7 @@ def run_system(system: str, corpus: str, budget_s: float, args) -> dict:
     for r in train_rows:
         elapsed += bytes_per_step / r["bytes_per_s"]
         curve.append((round(elapsed, 2), r["train_bpb"]))
-    return {"system": system, "description": SYSTEMS[system], "corpus": corpus, "recipe": str(RECIPES[corpus].name),
+    return {"system": system, "description": SYSTEMS[system], "corpus": corpus, "recipe": str(args.recipe.name),
             "model": recipe.model, "parameters": summary["parameters"], "budget_s": budget_s,
             "last_timed_s_per_step": summary["budget"]["step_s"], "steps": steps,
             "precision": summary["precision"], "bytes_seen": summary["bytes_seen"],
@@ -184,12 +189,14 @@ def report(args) -> None:
                            for r in results})
         best_gpt = tuned_gpt(results)
         verdict = ""
-        if agiformer and best_gpt:
+        ours = [r for r in by_bpb if not r["system"].startswith("gpt-")]
+        if ours and best_gpt:
             n_swept = sum(r["system"].startswith("gpt-") for r in results)
             which = "the tuned byte GPT" if n_swept == len(GPT_SWEEP) else \
                 f"the best byte GPT so far ({n_swept} of the sweep's {len(GPT_SWEEP)} points measured)"
-            verdict = (f"\n\nAGIFORMER against {which} (`{best_gpt['system']}`, best validation bpb): test bpb {agiformer['test_bpb']:.3f} / {best_gpt['test_bpb']:.3f} = "
-                       f"**{agiformer['test_bpb'] / best_gpt['test_bpb']:.3f}**.")
+            verdict = (f"\n\nAGIFORMER against {which} (`{best_gpt['system']}`, best validation bpb), test bpb: "
+                       + "; ".join(f"`{r['system']}` {r['test_bpb']:.3f} / {best_gpt['test_bpb']:.3f} = "
+                                   f"**{r['test_bpb'] / best_gpt['test_bpb']:.3f}**" for r in ours) + ".")
         sections.append(
             f"## {corpus}, {minutes:g} minutes per system (recipe runs/{results[0]['recipe']})\n\n"
             + "\n".join(f"- `{r['system']}`: {r['environment']['date_utc']} UTC, commit "
@@ -217,8 +224,9 @@ def plot(figures: dict, path: Path) -> bool:
     except ImportError:
         return False
     fig, axes = plt.subplots(len(figures), 2, figsize=(13, 4.5 * len(figures)), squeeze=False)
-    # one colour per system in every panel, in SYSTEMS' order
-    present = [s for s in SYSTEMS if any(r["system"] == s for results, _ in figures.values() for r in results)]
+    # one colour per system in every panel, in SYSTEMS' order (then systems measured under names since retired)
+    measured = [r["system"] for results, _ in figures.values() for r in results]
+    present = [s for s in SYSTEMS if s in measured] + list(dict.fromkeys(s for s in measured if s not in SYSTEMS))
     palette = plt.get_cmap("tab10" if len(present) <= 10 else "tab20")
     colour = {system: palette(i) for i, system in enumerate(present)}
     for (curve_ax, bar_ax), (corpus, (results, compressors)) in zip(axes, figures.items()):
@@ -257,6 +265,8 @@ def main(argv=None) -> None:
     parser.add_argument("--corpus", default="en-wiki", choices=sorted(RECIPES))
     parser.add_argument("--systems", default=",".join(SYSTEMS),
                         help=f"comma-separated, from: {', '.join(SYSTEMS)}; gpt-sweep = every gpt-* point")
+    parser.add_argument("--recipe", type=Path, default=None,
+                        help="the recipe AGIFORMER and its ablations start from (default: the corpus's, runs/*.toml)")
     parser.add_argument("--minutes", type=float, default=20.0, help="training wall-clock budget per system")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--quick", action="store_true", help="agiformer and the reference byte GPT, 20 s each")
@@ -279,6 +289,11 @@ def main(argv=None) -> None:
     if unknown:
         parser.error(f"unknown system(s) {', '.join(unknown)}; choose from {', '.join(SYSTEMS)}")
     budget_s = 20.0 if args.quick else 60 * args.minutes
+    if args.recipe is not None:  # a recipe of the user's: scored where the GPTs train and the test split is read
+        scored = load_recipe(args.recipe, minutes=budget_s / 60).eval_corpus
+        if scored != args.corpus:
+            parser.error(f"{args.recipe} is scored on {scored}, not on --corpus {args.corpus}")
+    args.recipe = args.recipe or RECIPES[args.corpus]
     if args.quick:
         import shutil
         shutil.rmtree(args.runs_dir, ignore_errors=True)

@@ -98,11 +98,11 @@ def test_quality_systems_change_what_they_say(system):
     config, reference = recipe.model_config(), base.model_config()
     changed = {k for k, v in config.to_dict().items() if reference.to_dict().get(k) != v} \
         if config.model_type == "agiformer" else None
-    expected = {"agiformer": set(), "constant-alpha": set(), "attention-only": {"mixer"}, "memory-only": {"mixer"},
+    expected = {"agiformer": set(), "constant-alpha": {"mixer"}, "hebbian-memory": {"mixer"}, "memory-only": {"mixer"},
                 "no-reasoning": {"reasoning_steps"}, "mlp-head": {"head", "head_ngrams", "head_continuations"},
                 "no-continuations": {"head_continuations"}, "no-curriculum": set(),
-                "v1-block": {"fusion", "memory_decay", "encoder_overlap"}, "discrepancy": {"discrepancy_weight"},
-                "neural-memory": {"memory"}, "least-squares-memory": {"memory", "memory_write"}}
+                "v1-block": {"mixer", "fusion", "memory_decay", "encoder_overlap"}, "discrepancy": {"discrepancy_weight"},
+                "neural-memory": {"mixer", "memory"}, "least-squares-memory": {"mixer", "memory", "memory_write"}}
     assert recipe.minutes == 12 and recipe.steps == 0  # the trainer fixes the steps that fit
     assert recipe.eval_every == recipe.checkpoint_every == quality.AT_THE_END_ONLY
     if system in quality.GPT_SWEEP:
@@ -114,6 +114,8 @@ def test_quality_systems_change_what_they_say(system):
         assert [stage.corpora for stage in recipe.stages] == [{"en-wiki": 1.0}]  # the scored corpus alone
         return
     assert changed == expected[system] and (recipe.seq_len, recipe.lr) == (base.seq_len, base.lr)
+    assert config.mixer == ("attention" if "mixer" not in changed else
+                            "memory" if system == "memory-only" else "hybrid")  # the recipe's blocks have no memory
     if system == "no-curriculum":  # the Turkish recipe's three stages become its scored corpus alone
         curriculum = quality.system_recipe(quality.RECIPES["tr-speech"], "agiformer", minutes=12, name="tr")
         alone = quality.system_recipe(quality.RECIPES["tr-speech"], system, minutes=12, name=system)
@@ -142,6 +144,16 @@ def test_a_quality_run_stopped_by_a_signal_writes_no_result(tmp_path, toy_data, 
         quality.main(["--corpus", "en-wiki", "--minutes", "1", "--systems", "agiformer", "--data-dir", str(toy_data),
                       "--runs-dir", str(tmp_path / "runs"), "--out", str(out), "--no-progress"])
     assert not list(out.rglob("*.json"))
+
+
+def test_quality_refuses_a_recipe_scored_on_another_corpus(tmp_path, write_toy_recipe, capsys):
+    recipe = write_toy_recipe(tmp_path / "toy.toml", steps=10, eval_corpus="toy")
+    out = tmp_path / "report"
+    with pytest.raises(SystemExit) as stopped:
+        quality.main(["--corpus", "en-wiki", "--recipe", str(recipe), "--systems", "agiformer", "--out", str(out),
+                      "--runs-dir", str(tmp_path / "runs")])
+    assert stopped.value.code == 2 and "is scored on toy, not on --corpus en-wiki" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "runs").exists()
 
 
 def test_embedding_sum_benchmark_sizes_the_tables_as_the_head_does():

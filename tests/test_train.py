@@ -331,8 +331,8 @@ def test_sparse_row_gradients_equal_the_dense_gradient_step_after_step():
     assert len(set(buffers)) == 1 and looked_up[0] - looked_up[2]
 
 
-def test_shipped_recipes_load():
-    for path in sorted(Path("runs").glob("*.toml")):
+def test_shipped_and_screen_recipes_load():
+    for path in sorted(Path("runs").glob("*.toml")) + sorted(Path("experiments/byte").glob("*.toml")):
         recipe = load_recipe(path)
         config = recipe.model_config()
         if config.model_type == "agiformer":  # a row holds ≥ 4 attention spans of window patches
