@@ -151,6 +151,16 @@ def test_eval_recall_inspect_run_and_write_files(checkpoint, toy_data, tmp_path,
     assert "attention share" in capsys.readouterr().out
 
 
+def test_inspect_says_when_the_blocks_have_no_memory(tmp_path, capsys):
+    directory = tmp_path / "attention-only"
+    AGIFormer(AGIFormerConfig.preset("tiny", mixer="attention")).save_pretrained(directory)
+    assert main(["inspect", str(directory), "--prompt", "hello world, hello", "--out", str(tmp_path / "i")]) == 0
+    out = capsys.readouterr().out
+    assert "mixer attention" in out and "layer 0" not in out and "attention share" not in out
+    assert json.loads((tmp_path / "i.json").read_text())["mixer"] == "attention"
+    assert (tmp_path / "i.png").stat().st_size > 5000
+
+
 def test_edge_values_that_are_valid_work(checkpoint, toy_data, tmp_path, capsys):
     """A JSON path in a folder not made yet is written (not refused after the work), and a temperature
     of 1e-45 samples like greedy decoding instead of dividing into inf - inf."""

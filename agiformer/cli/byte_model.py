@@ -276,8 +276,9 @@ def run_inspect(args) -> None:
         raise AGIFormerError(f"inspect reads AGIFORMER internals; {args.checkpoint} holds a {model.config.model_type} model")
     prompt = args.prompt.encode("utf-8")
     result = inspect_model(model, prompt, plasticity=args.plasticity, effort=args.effort)
-    print(f"{len(prompt)} bytes → {result['patches']} patches; α={result['plasticity']}, effort={result['effort']}")
-    for layer in result["layers"]:
+    print(f"{len(prompt)} bytes → {result['patches']} patches; α={result['plasticity']}, effort={result['effort']}; "
+          f"mixer {result['mixer']}")
+    for layer in result["layers"] if result["mixer"] != "attention" else []:  # attention alone: no share, no decay
         parts = [f"layer {layer['layer']}:"]
         if "attention_share" in layer:
             share = layer["attention_share"]

@@ -72,7 +72,8 @@ def inspect_model(model, prompt: bytes, *, plasticity: float | None = None, effo
     ends = out.patching.layout.ends[0] if out.patching is not None else model.patch_ends(x)[0]
     result = {"prompt_bytes": len(prompt), "patching": model.config.patching, "patch_size": model.config.patch_size,
               "patch_ends": ends.nonzero().flatten().tolist(), "patches": out.reasoning.steps.shape[1],
-              "plasticity": plasticity, "effort": effort, "layers": layers, "reasoning_steps": out.reasoning.steps[0].tolist()}
+              "plasticity": plasticity, "effort": effort, "mixer": model.config.mixer, "layers": layers,
+              "reasoning_steps": out.reasoning.steps[0].tolist()}
     scores = model.boundary_scores(x)
     if scores is not None:
         result["boundary_score"] = {**scores, "values": scores["values"][0].tolist()}
@@ -101,6 +102,10 @@ def plot_inspection(result: dict, prompt: bytes, png_path: Path) -> None:
         fig.colorbar(image, ax=ax, label="attention share (1 = attention, 0 = memory)")
         ax.set_yticks(range(len(share_rows)))
         ax.set_ylabel("layer")
+    else:  # one mixer only: there is nothing to weigh
+        ax.text(0.5, 0.5, f"blocks with {'attention' if result['mixer'] == 'attention' else 'memory'} only "
+                f"(mixer = {result['mixer']})", ha="center", va="center", transform=ax.transAxes)
+        ax.set_yticks([])
     ax.set_title(f"per patch: attention vs memory (α={result['plasticity']}, effort={result['effort']})")
     starts = [0] + [end + 1 for end in result["patch_ends"]]
     labels = ["<start>"] + [prompt[starts[i]:starts[i + 1]].decode("utf-8", errors="replace") for i in range(n - 1)]
@@ -119,6 +124,9 @@ def plot_inspection(result: dict, prompt: bytes, png_path: Path) -> None:
         axes[2].set_xlabel("memory head")
         axes[2].set_ylabel("layer")
         axes[2].set_title("memory decay spectrum")
+    else:
+        axes[2].axis("off")
+        axes[2].text(0.5, 0.5, "no Hebbian memory: no decay spectrum", ha="center", va="center", transform=axes[2].transAxes)
     fig.tight_layout()
     png_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png_path)
