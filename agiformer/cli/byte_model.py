@@ -278,7 +278,7 @@ def run_inspect(args) -> None:
     result = inspect_model(model, prompt, plasticity=args.plasticity, effort=args.effort)
     print(f"{len(prompt)} bytes → {result['patches']} patches; α={result['plasticity']}, effort={result['effort']}; "
           f"mixer {result['mixer']}")
-    for layer in result["layers"] if result["mixer"] != "attention" else []:  # attention alone: no share, no decay
+    for layer in result["layers"]:
         parts = [f"layer {layer['layer']}:"]
         if "attention_share" in layer:
             share = layer["attention_share"]
@@ -286,7 +286,8 @@ def run_inspect(args) -> None:
         if "memory_half_life_patches" in layer:
             lives = ", ".join(f"{h:.1f}" if math.isfinite(h) else "∞" for h in layer["memory_half_life_patches"])
             parts.append(f"memory half-life per head (patches): {lives}")
-        print("  " + "  ".join(parts))
+        if len(parts) > 1:  # attention alone has no share to weigh and no decay to show
+            print("  " + "  ".join(parts))
     steps = result["reasoning_steps"]
     print(f"  reasoning steps per patch: mean {sum(steps) / len(steps):.2f}, min {min(steps)}, max {max(steps)}")
     if "reasoning_update_norm" in result:
