@@ -10,8 +10,8 @@ the scored corpus alone, as its user would.
     python -m benchmarks.quality --quick                                    # 2 systems × 20 s, en-wiki
 
 The byte GPT is the one a user would pick at the budget, not one sized to lose: GPT_SWEEP is a small
-sweep around a strong reference point (width and depth, context 256 / 512 / 1,024, learning rate),
-every point trained at the same budget; the report compares AGIFORMER with the point that has the
+sweep around a strong reference point (width and depth, context 256 / 512 / 1,024, learning rate, weight
+decay), every point trained at the same budget; the report compares AGIFORMER with the point that has the
 best *validation* bpb (so the test split picks nothing) and lists the whole sweep.
 
 Equal wall-clock: each system's recipe gets the budget as `minutes` and the trainer fixes the step
@@ -41,35 +41,38 @@ from benchmarks.common import (
 
 RECIPES = {"en-wiki": ROOT / "runs" / "en-wiki-baseline.toml", "tr-speech": ROOT / "runs" / "tr.toml",
            "code-py": ROOT / "runs" / "code-py.toml"}
-# byte GPT points (name → model width, depth, training context in bytes, learning rate, batch rows), with warmup
-# and cosine over the budget: the reference (d 256, 6 layers, context 512, lr 2e-3), then a sweep
-# around d 192, 4 layers, whose steps are 2.6x faster on an AVX2 EPYC (docs/results/quality-screens.md)
+# byte GPT points (name → model width, depth, training context in bytes, learning rate, batch rows, AdamW weight
+# decay), with warmup and cosine over the budget: the reference (d 256, 6 layers, context 512, lr 2e-3),
+# then a sweep around d 192, 4 layers, whose steps are 2.6x faster on an AVX2 EPYC (docs/results/quality-screens.md)
 GPT_SWEEP = {
-    "gpt-d256-l6-c512": (256, 6, 512, 2e-3, 4),
-    "gpt-d192-l4-c512": (192, 4, 512, 2e-3, 4),
-    "gpt-d128-l4-c512": (128, 4, 512, 2e-3, 4),
-    "gpt-d256-l4-c512": (256, 4, 512, 2e-3, 4),
-    "gpt-d192-l4-c256": (192, 4, 256, 2e-3, 4),
-    "gpt-d192-l4-c1024": (192, 4, 1024, 2e-3, 4),
-    "gpt-d192-l4-c512-lr1e-3": (192, 4, 512, 1e-3, 4),
-    "gpt-d192-l4-c512-lr4e-3": (192, 4, 512, 4e-3, 4),
-    "gpt-d192-l4-c512-b8": (192, 4, 512, 2e-3, 8),
+    "gpt-d256-l6-c512": (256, 6, 512, 2e-3, 4, 0.1),
+    "gpt-d192-l4-c512": (192, 4, 512, 2e-3, 4, 0.1),
+    "gpt-d128-l4-c512": (128, 4, 512, 2e-3, 4, 0.1),
+    "gpt-d256-l4-c512": (256, 4, 512, 2e-3, 4, 0.1),
+    "gpt-d192-l4-c256": (192, 4, 256, 2e-3, 4, 0.1),
+    "gpt-d192-l4-c1024": (192, 4, 1024, 2e-3, 4, 0.1),
+    "gpt-d192-l4-c512-lr1e-3": (192, 4, 512, 1e-3, 4, 0.1),
+    "gpt-d192-l4-c512-lr4e-3": (192, 4, 512, 4e-3, 4, 0.1),
+    "gpt-d192-l4-c512-b8": (192, 4, 512, 2e-3, 8, 0.1),
     # d 128 and context 256 won among the points above with one thread per system (AMD EPYC Zen 4): the
     # sweep goes on past them
-    "gpt-d128-l4-c512-lr3e-3": (128, 4, 512, 3e-3, 4),
-    "gpt-d128-l4-c256": (128, 4, 256, 2e-3, 4),
+    "gpt-d128-l4-c512-lr3e-3": (128, 4, 512, 3e-3, 4, 0.1),
+    "gpt-d128-l4-c256": (128, 4, 256, 2e-3, 4, 0.1),
     # ... and d 128, context 256 won those: past them again, narrower, and a higher learning rate
-    "gpt-d96-l4-c256": (96, 4, 256, 2e-3, 4),
-    "gpt-d128-l4-c256-lr3e-3": (128, 4, 256, 3e-3, 4),
+    "gpt-d96-l4-c256": (96, 4, 256, 2e-3, 4, 0.1),
+    "gpt-d128-l4-c256-lr3e-3": (128, 4, 256, 3e-3, 4, 0.1),
     # ... d 128, context 256 won again: a shorter context still, and one layer fewer
-    "gpt-d128-l4-c128": (128, 4, 128, 2e-3, 4),
-    "gpt-d128-l3-c256": (128, 3, 256, 2e-3, 4),
+    "gpt-d128-l4-c128": (128, 4, 128, 2e-3, 4, 0.1),
+    "gpt-d128-l3-c256": (128, 3, 256, 2e-3, 4, 0.1),
+    # weight decay 0.5 made AGIFORMER 2 % better at 60 minutes (screen 19): the GPTs that won each budget, with it too
+    "gpt-d128-l4-c256-wd0.5": (128, 4, 256, 2e-3, 4, 0.5),
+    "gpt-d192-l4-c512-wd0.5": (192, 4, 512, 2e-3, 4, 0.5),
 }
 SYSTEMS = {
     "agiformer": "the recipe's model: v2 blocks with window attention only (mixer = attention), GRU head reading hashed "
                  "2- to 6-grams and in-context continuations of 15 orders (1-64), rows of 2,048 bytes",
-    **{name: f"byte GPT (full causal attention): d {d}, {layers} layers, context {context}, lr {lr:g}, batch {batch}"
-       for name, (d, layers, context, lr, batch) in GPT_SWEEP.items()},
+    **{name: f"byte GPT (full causal attention): d {d}, {layers} layers, context {context}, lr {lr:g}, batch {batch}, "
+             f"weight decay {decay:g}" for name, (d, layers, context, lr, batch, decay) in GPT_SWEEP.items()},
     "hebbian-memory": "AGIFORMER with the seed's hybrid block: window attention gated with the Hebbian fast-weight memory "
                       "(mixer = hybrid), α from the recipe's stages",
     "memory-only": "AGIFORMER with the Hebbian memory and no window attention (mixer = memory)",
@@ -93,11 +96,11 @@ def system_recipe(path: Path, system: str, *, minutes: float, name: str) -> Reci
     values = recipe.to_dict()
     model = dict(values["model"])
     if system in GPT_SWEEP:
-        d_model, n_layers, context, lr, batch_size = GPT_SWEEP[system]
+        d_model, n_layers, context, lr, batch_size, weight_decay = GPT_SWEEP[system]
         model = {"type": "byte-gpt", "d_model": d_model, "n_layers": n_layers, "n_heads": d_model // 64}
         # what a user of a plain GPT does: train on the corpus it is scored on, no curriculum
         corpus = recipe.eval_corpus
-        values.update(seq_len=context, lr=lr, batch_size=batch_size, stages=[{"name": corpus, "corpora": {corpus: 1.0}, "plasticity": 0.99}])
+        values.update(seq_len=context, lr=lr, batch_size=batch_size, weight_decay=weight_decay, stages=[{"name": corpus, "corpora": {corpus: 1.0}, "plasticity": 0.99}])
     elif system == "no-curriculum":
         corpus = recipe.eval_corpus
         facts = values["stages"][-1].get("facts", 0.0)
