@@ -102,9 +102,9 @@ def plot_inspection(result: dict, prompt: bytes, png_path: Path) -> None:
         fig.colorbar(image, ax=ax, label="attention share (1 = attention, 0 = memory)")
         ax.set_yticks(range(len(share_rows)))
         ax.set_ylabel("layer")
-    else:  # one mixer only: there is nothing to weigh
-        ax.text(0.5, 0.5, f"blocks with {'attention' if result['mixer'] == 'attention' else 'memory'} only "
-                f"(mixer = {result['mixer']})", ha="center", va="center", transform=ax.transAxes)
+    else:  # one mixer only ("attention" or "memory": a hybrid block always has shares): there is nothing to weigh
+        ax.text(0.5, 0.5, f"blocks with {result['mixer']} only (mixer = {result['mixer']})", ha="center", va="center",
+                transform=ax.transAxes)
         ax.set_yticks([])
     ax.set_title(f"per patch: attention vs memory (α={result['plasticity']}, effort={result['effort']})")
     starts = [0] + [end + 1 for end in result["patch_ends"]]
