@@ -210,6 +210,27 @@ def test_resume_after_a_signal_repeats_the_uninterrupted_run(base_dir, tmp_path)
     assert straight.keys() == resumed.keys() and all(torch.equal(straight[k], resumed[k]) for k in straight)
 
 
+def test_auto_precision_is_measured_once_and_kept_on_resume(base_dir, tmp_path):
+    """base_dtype "auto" times bf16 against fp32 here, runs the base in the winner, and a resumed run
+    takes the recorded choice instead of measuring again (the timings would differ)."""
+    from agiformer.mag.base import autocast_dtype
+
+    recipe = tiny_recipe(base_dir, steps=2, base_dtype="auto", eval_every=100)
+    first = MAGTrainer(recipe, out_dir=tmp_path / "run", progress=False)
+    chosen = first.state["precision"]
+    assert chosen["requested"] == "auto" and chosen["reason"] == "measured" and chosen["width"] == 32
+    assert chosen["precision"] == ("bf16" if chosen["bf16_gflops"] >= 1.25 * chosen["fp32_gflops"] else "fp32")
+    assert first.model.base_dtype == autocast_dtype(chosen["precision"])
+    summary = first.train(max_steps=1)
+    assert summary["precision"] == chosen
+    assert [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "precision"] == [
+        {"kind": "precision", "step": 0, **chosen}]
+    resumed = MAGTrainer(recipe, out_dir=tmp_path / "run", resume=True, progress=False)
+    assert resumed.state["precision"] == chosen
+    forced = MAGTrainer(tiny_recipe(base_dir, steps=2, base_dtype="bf16"), out_dir=tmp_path / "bf16", progress=False)
+    assert forced.state["precision"]["reason"] == "forced" and forced.model.base_dtype == torch.bfloat16
+
+
 def test_checkpoints_hold_only_mag_parameters_and_refuse_another_base(base_dir, tmp_path):
     recipe = tiny_recipe(base_dir, steps=1)
     trainer = MAGTrainer(recipe, out_dir=tmp_path / "run", progress=False)
@@ -280,7 +301,8 @@ def test_the_hash_hop_recipe_is_the_run_that_made_the_grid():
     ran = load_mag_recipe(ROOT / "experiments" / "mag" / "hashhop-span4-2k.toml")
     assert shipped.mag == {"preset": "hash-hop"}
     assert smollm2_config(shipped) == smollm2_config(ran)
-    as_run = {**ran.to_dict(), "name": shipped.name, "mag": shipped.mag, "notes": shipped.notes}
+    as_run = {**ran.to_dict(), "name": shipped.name, "mag": shipped.mag, "notes": shipped.notes,
+              "base_dtype": "auto"}  # bf16 there, which auto measures faster on that Xeon (AMX)
     as_run["data"] = {**as_run["data"], "hops": None}  # hops = 1 written out there, hash-hop's default here
     assert shipped.to_dict() == as_run
     titans = load_mag_recipe(ROOT / "runs" / "mag" / "hashhop-titans.toml")
@@ -319,11 +341,13 @@ def test_recall_grid_compares_three_systems_on_the_same_samples(base_dir, tmp_pa
         grid = system["exact_match"]
         assert len(grid) == 2 and all(len(row) == 2 for row in grid)
         assert system["overall"] == pytest.approx(sum(map(sum, grid)) / 4)
-        # what each system said is kept; sample i is one of the two in cell divmod(i, 2)
+        # what each system said to every sample is kept; sample i is one of the two in cell divmod(i % 4, 2)
         examples = system["examples"]
-        assert len(examples) == 3 and all(isinstance(e["output"], str) and e["answer"] for e in examples)
+        assert len(examples) == 8 and all(isinstance(e["output"], str) and e["answer"] for e in examples)
         for i, example in enumerate(examples):
-            cell = grid[i // 2][i % 2]
+            row, column = divmod(i % 4, 2)
+            cell = grid[row][column]
+            assert example["depth"] == [0.0, 1.0][column] and example["chain"][-1] == example["answer"].strip()
             assert (cell >= 0.5) if exact_match(example["answer"], example["output"]) else (cell <= 0.5)
         started = system["starts_with_answer"]  # an exact match starts with the answer; a run-on one only that
         assert all(s >= e for s_row, e_row in zip(started, grid) for s, e in zip(s_row, e_row))

@@ -11,6 +11,7 @@ from agiformer.cli.common import (
     non_negative_int, output_file, positive_int, positive_int_list, probability_list, seed,
 )
 from agiformer.mag.config import DEFAULT_WINDOW
+from agiformer.precision import PRECISIONS, PrecisionChoice
 
 EXAMPLES = f"""\
   agiformer mag data hash-hop --samples 1000 --context-tokens 1024,2048 --out data/mag/hash-hop.jsonl
@@ -71,8 +72,9 @@ def register(commands) -> None:
                     f"(default: the checkpoint's, else {DEFAULT_WINDOW})")
     ev.add_argument("--hops", type=positive_int, help="chain length (default: the task's)")
     ev.add_argument("--seed", type=seed, default=2, help="sample seed (default: 2; training uses 0, validation 1)")
-    ev.add_argument("--base-dtype", choices=["bf16", "fp32"],
-                    help="run the frozen base under bf16 autocast or in fp32 (default: the run's, else fp32)")
+    ev.add_argument("--base-dtype", choices=PRECISIONS,
+                    help="run the frozen base under bf16 autocast or in fp32; auto: whichever this machine runs "
+                    "faster (default: the run's, else auto)")
     ev.add_argument("--out", default="mag-eval", help="directory for recall.json and recall.png (default: ./mag-eval)")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     for command in (train, ev):
@@ -100,8 +102,8 @@ def run_train(args) -> int | None:
     config = trainer.config
     stages = " → ".join(f"{s.name} ({sum(p.numel() for p in stage_parameters(trainer.model, s.name).values()):,})"
                         for s in recipe.stages)
-    print(f"{recipe.name}: MAG layers {config.layers} of {config.base_architecture} ({recipe.base}, {recipe.base_dtype}), "
-          f"window {config.window}, {recipe.steps} steps of {recipe.batch_size} {recipe.data.task} samples of "
+    print(f"{recipe.name}: MAG layers {config.layers} of {config.base_architecture} ({recipe.base}), "
+          f"{trainer.precision.describe()}, window {config.window}, {recipe.steps} steps of {recipe.batch_size} {recipe.data.task} samples of "
           f"{'/'.join(map(str, recipe.data.context_tokens))} tokens; stages (parameters trained) {stages}; "
           f"on {trainer.device}", file=sys.stderr)
     summary = trainer.train()
@@ -125,7 +127,7 @@ def run_eval(args) -> None:
                              samples_per_cell=args.samples, window=window, seed=args.seed, hops=args.hops,
                              progress=not args.quiet)
     result.update(opened)
-    print(f"{opened['checkpoint'] or 'base only'} on {opened['base']} ({opened['base_dtype']}), MAG layers "
+    print(f"{opened['checkpoint'] or 'base only'} on {opened['base']} ({PrecisionChoice(**opened['precision']).describe()}), MAG layers "
           f"{model.config.layers or 'none'}: {args.task}, {args.samples} samples per cell, window {window}")
     for system in result["systems"].values():
         print(f"{system['label']:28s} {100 * system['overall']:5.1f} % exact  " + "  ".join(

@@ -21,7 +21,11 @@ from agiformer.errors import AGIFormerError
 from agiformer.mag.data.tokenizers import smollm2_gguf
 
 SMOLLM2 = "smollm2-135m"
-BASE_DTYPES = {"bf16": torch.bfloat16, "fp32": None}  # MAGModel's base_dtype by name (None: the weights' own)
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """MAGModel's base_dtype for a chosen precision ("bf16" or "fp32"; None: the weights' own, no autocast)."""
+    return torch.bfloat16 if precision == "bf16" else None
 
 
 def default_cache_dir() -> Path:

@@ -20,17 +20,16 @@ from pathlib import Path
 import torch
 
 from agiformer.errors import AGIFormerError
-from agiformer.mag.base import BASE_DTYPES, TextCodec, load_base
+from agiformer.mag.base import TextCodec, autocast_dtype, load_base
 from agiformer.mag.config import DEFAULT_WINDOW, MAGConfig
 from agiformer.mag.data import encode_sample, exact_match, generate_samples
 from agiformer.mag.model import MAGModel, load_mag
 from agiformer.models.config import read_config_values
+from agiformer.precision import PRECISIONS, choose_precision
 from agiformer.serialization import atomic_write_text, read_json
 
 DEFAULT_SEED = 2  # training samples use seed 0 and validation seed 1 by default: the grid is a third draw
 
-
-EXAMPLES_KEPT = 3  # per system, in the JSON: what the model said, not only whether it was right
 
 
 def continuation(model: MAGModel, codec: TextCodec, sample: dict, *, window: int | None, use_memory: bool) -> str:
@@ -85,9 +84,11 @@ def evaluate_recall(model: MAGModel, tokenizer, *, task: str = "hash-hop", conte
             said = continuation(model, codec, sample, window=system["window"], use_memory=system["use_memory"])
             correct[name][row][column] += exact_match(sample["answer"], said)
             started[name][row][column] += said.startswith(sample["answer"])
-            if index < EXAMPLES_KEPT:
-                examples[name].append({"answer": sample["answer"], "output": said,
-                                       "context_tokens": sample["prompt_tokens"]})
+            # every output, not only whether it was right: what a wrong answer was (a multi-hop chain's
+            # earlier link, another needle's value) is what tells a failure's cause
+            examples[name].append({"answer": sample["answer"], "output": said, "context_tokens": sample["prompt_tokens"],
+                                   "depth": sample["metadata"]["depth"],
+                                   **({"chain": sample["metadata"]["chain"]} if "chain" in sample["metadata"] else {})})
     model.train(was_training)
     return {
         "task": task, "hops": samples[0]["metadata"]["hops"], "window": window, "context_tokens": lengths,
@@ -164,7 +165,8 @@ def find_mag_checkpoint(path: Path) -> Path | None:
 def open_for_eval(checkpoint_or_base: str, *, base: str | None = None, base_dtype: str | None = None,
                   device: torch.device | str = "cpu") -> tuple[MAGModel, TextCodec, dict]:
     """A trained MAG model on its base, or a plain base (no MAG layers: only the two base systems).
-    A run's base and base_dtype come from its recipe.json unless given. Returns (model, codec, what)."""
+    A run's base and base_dtype come from its recipe.json unless given; "auto" (a bare base's default)
+    measures which precision this machine runs faster. Returns (model, codec, what)."""
     path = Path(checkpoint_or_base)
     checkpoint = find_mag_checkpoint(path) if path.is_dir() else None
     recipe = {}
@@ -179,16 +181,18 @@ def open_for_eval(checkpoint_or_base: str, *, base: str | None = None, base_dtyp
                                  "the model directory it was trained on)")
     else:
         base = checkpoint_or_base
-    dtype_name = base_dtype or recipe.get("base_dtype", "fp32")
-    if dtype_name not in BASE_DTYPES:
-        raise AGIFormerError(f"base dtype must be 'bf16' or 'fp32', got {dtype_name!r}")
+    requested = base_dtype or recipe.get("base_dtype", "auto")
+    if requested not in PRECISIONS:
+        raise AGIFormerError(f"base dtype must be one of {', '.join(PRECISIONS)}, got {requested!r}")
     model, tokenizer = load_base(base)
     model = model.to(device)
-    dtype = BASE_DTYPES[dtype_name]
+    choice = choose_precision(requested, device, width=model.config.hidden_size)
+    dtype = autocast_dtype(choice.precision)
     if checkpoint is not None:
         mag = load_mag(checkpoint, model, base_dtype=dtype)
     else:
         mag = MAGModel(model, MAGConfig.for_base(model, layers=[]), base_dtype=dtype).eval()
     name = Path(base).name if Path(base).is_dir() else str(base)
     return mag, TextCodec(tokenizer, name=name), {"checkpoint": None if checkpoint is None else str(checkpoint),
-                                                   "base": str(base), "base_dtype": dtype_name}
+                                                   "base": str(base), "base_dtype": choice.precision,
+                                                   "precision": choice.to_dict()}

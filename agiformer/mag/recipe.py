@@ -5,7 +5,7 @@ optimisation (`runs/mag/hashhop.toml`; not in runs/ itself, whose *.toml are byt
     base = "smollm2-135m"               # or a local Hugging Face model directory
     steps = 1200
     lr = 3e-4
-    base_dtype = "bf16"                 # the frozen layers under bf16 autocast ("fp32": none)
+    base_dtype = "auto"                 # the frozen layers under bf16 autocast where this machine runs it faster
 
     [mag]                               # a preset (mag/config.py PRESETS) and MAGConfig fields over it
     preset = "hash-hop"
@@ -27,12 +27,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from agiformer.errors import AGIFormerError
-from agiformer.mag.base import BASE_DTYPES
 from agiformer.mag.config import DEFAULT_WINDOW, MAGConfig, preset_values
 from agiformer.mag.data import TASKS
+from agiformer.precision import PRECISIONS
 from agiformer.train.recipe import Schedule, from_table, read_toml
 from agiformer.validation import type_problems
 
@@ -81,7 +79,7 @@ class MAGRecipe(Schedule):
     # the memories' write weight θ (`lr_proj`) learns at lr times this: its gradient comes only from the
     # few stored pairs that the answers' queries resemble, and at 1 θ stayed barely selective
     write_gate_lr_scale: float = 1.0
-    base_dtype: str = "bf16"
+    base_dtype: str = "auto"            # "auto" (measured: agiformer.precision), "bf16" autocast or "fp32"
     eval_every: int = 100
     checkpoint_every: int = 100
     seed: int = 0                       # initialises the MAG parameters
@@ -114,8 +112,8 @@ class MAGRecipe(Schedule):
         for name in ("steps", "batch_size", "eval_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise AGIFormerError(f"{where}: {name} must be ≥ 1, got {getattr(self, name)}")
-        if self.base_dtype not in BASE_DTYPES:
-            raise AGIFormerError(f"{where}: base_dtype must be 'bf16' or 'fp32', got {self.base_dtype!r}")
+        if self.base_dtype not in PRECISIONS:
+            raise AGIFormerError(f"{where}: base_dtype must be one of {', '.join(PRECISIONS)}, got {self.base_dtype!r}")
         if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1 or self.warmup_steps < 0:
             raise AGIFormerError(f"{where}: lr must be > 0, min_lr_ratio in [0, 1] and warmup_steps ≥ 0")
         if not self.write_gate_lr_scale > 0:
@@ -155,10 +153,6 @@ class MAGRecipe(Schedule):
     def mag_config(self, base) -> MAGConfig:
         """The MAGConfig for this base (`mag_values`)."""
         return MAGConfig.for_base(base, **self.mag_values())
-
-    @property
-    def torch_base_dtype(self) -> torch.dtype | None:
-        return BASE_DTYPES[self.base_dtype]
 
 
 def load_mag_recipe(path: str | Path, **overrides) -> MAGRecipe:

@@ -30,12 +30,13 @@ import torch
 import torch.nn.functional as F
 
 from agiformer.errors import AGIFormerError
-from agiformer.mag.base import TextCodec, load_base
+from agiformer.mag.base import TextCodec, autocast_dtype, load_base
 from agiformer.mag.config import MAGConfig
 from agiformer.mag.data import answer_targets, encode_sample, generate_sample, generate_samples
 from agiformer.mag.eval import recalls
 from agiformer.mag.model import MAGModel, check_trained_on
 from agiformer.mag.recipe import STAGES, MAGRecipe
+from agiformer.precision import PrecisionChoice, choose_precision
 from agiformer.train.distributed import Distributed
 from agiformer.train.loop import TrainingLoop
 from agiformer.train.optim import optimizer_for, scheduled_lr
@@ -82,7 +83,7 @@ class MAGTrainer(TrainingLoop):
         base, tokenizer = load_base(recipe.base)
         self.codec = TextCodec(tokenizer, name=Path(recipe.base).name)
         torch.manual_seed(recipe.seed)
-        self.model = MAGModel(base.to(self.device), recipe.mag_config(base), base_dtype=recipe.torch_base_dtype)
+        self.model = MAGModel(base.to(self.device), recipe.mag_config(base))
         self.config = self.model.config
         if not self.config.layers:
             raise AGIFormerError(f"recipe '{recipe.name}': [mag] layers is empty; there is nothing to train")
@@ -98,6 +99,13 @@ class MAGTrainer(TrainingLoop):
                       "elapsed_s": 0.0}
         self.saved_module = self.model.mag  # the base is never stored: its identity is in the config
         self.open_run(resume=resume, recipe=recipe.to_dict(), allow_recipe_change=allow_recipe_change)
+        # a resumed run keeps the precision it was trained in: its losses then repeat exactly
+        if "precision" not in self.state:
+            choice = choose_precision(recipe.base_dtype, self.device, width=self.config.base_hidden_size)
+            self.state["precision"] = choice.to_dict()
+            self.log({"kind": "precision", "step": self.state["step"], **self.state["precision"]})
+        self.precision = PrecisionChoice(**self.state["precision"])
+        self.model.base_dtype = autocast_dtype(self.precision.precision)
 
     # ---- one optimisation step ----------------------------------------------------------------------
 
@@ -187,7 +195,7 @@ class MAGTrainer(TrainingLoop):
         return {"tokens_seen": self.state["tokens_seen"],
                 "trainable_parameters": sum(p.numel() for p in self.model.trainable_parameters()),
                 "train_tokens_per_s": round(self.state["tokens_seen"] / max(self.state["train_s"], 1e-9), 1),
-                "base_forward_tokens_per_s": round(self.base_forward_speed(), 1)}
+                "base_forward_tokens_per_s": round(self.base_forward_speed(), 1), "precision": self.state["precision"]}
 
     @torch.no_grad()
     def base_forward_speed(self) -> float:
