@@ -36,7 +36,6 @@ from agiformer.mag.data import answer_targets, encode_sample, generate_sample, g
 from agiformer.mag.eval import recalls
 from agiformer.mag.model import MAGModel, check_trained_on
 from agiformer.mag.recipe import STAGES, MAGRecipe
-from agiformer.precision import PrecisionChoice, choose_precision
 from agiformer.train.distributed import Distributed
 from agiformer.train.loop import TrainingLoop
 from agiformer.train.optim import optimizer_for, scheduled_lr
@@ -99,12 +98,7 @@ class MAGTrainer(TrainingLoop):
                       "elapsed_s": 0.0}
         self.saved_module = self.model.mag  # the base is never stored: its identity is in the config
         self.open_run(resume=resume, recipe=recipe.to_dict(), allow_recipe_change=allow_recipe_change)
-        # a resumed run keeps the precision it was trained in: its losses then repeat exactly
-        if "precision" not in self.state:
-            choice = choose_precision(recipe.base_dtype, self.device, width=self.config.base_hidden_size)
-            self.state["precision"] = choice.to_dict()
-            self.log({"kind": "precision", "step": self.state["step"], **self.state["precision"]})
-        self.precision = PrecisionChoice(**self.state["precision"])
+        self.precision = self.run_precision(recipe.base_dtype, width=self.config.base_hidden_size)
         self.model.base_dtype = autocast_dtype(self.precision.precision)
 
     # ---- one optimisation step ----------------------------------------------------------------------

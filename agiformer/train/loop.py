@@ -17,6 +17,7 @@ run's losses bit for bit on the same machine.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import signal
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 
 from agiformer.errors import AGIFormerError
+from agiformer.precision import PrecisionChoice, choose_precision
 from agiformer.serialization import atomic_write_text
 from agiformer.train.checkpoint import find_checkpoint, load_checkpoint, lock_run_directory, save_checkpoint
 from agiformer.train.plots import plot_curves, read_metrics
@@ -98,6 +100,17 @@ class TrainingLoop:
         except BaseException:
             self.release_lock()
             raise
+
+    def run_precision(self, requested: str, *, width: int) -> PrecisionChoice:
+        """The precision this run computes in: measured (or forced) once when it starts, logged, and kept
+        in the trainer state, so that a resumed run repeats its losses exactly. Call after `open_run`."""
+        if "precision" not in self.state:
+            choice = choose_precision(requested, self.device, width=width)
+            if self.dist.sum([float(choice.precision == "bf16")])[0] not in (0, self.dist.world_size):
+                choice = dataclasses.replace(choice, precision="fp32")  # the processes measured differently
+            self.state["precision"] = choice.to_dict()
+            self.log({"kind": "precision", "step": self.state["step"], **self.state["precision"]})
+        return PrecisionChoice(**self.state["precision"])
 
     def release_lock(self) -> None:
         if self.lock is not None:

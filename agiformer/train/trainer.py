@@ -10,7 +10,6 @@ the uninterrupted run's losses bit for bit on the same machine.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from agiformer.errors import AGIFormerError
 from agiformer.eval.bpb import count_characters, evaluate_bpb
 from agiformer.models import build_model, load_model
 from agiformer.models.config import read_config_values
-from agiformer.precision import PrecisionChoice, autocast, choose_precision
+from agiformer.precision import autocast
 from agiformer.train.adapt import AdapterConfig, TrainedParameters, adapted_base
 from agiformer.train.distributed import Distributed
 from agiformer.train.loop import TrainingLoop
@@ -73,14 +72,7 @@ class Trainer(TrainingLoop):
                       "seq_len": recipe.seq_len}
         self.saved_module = TrainedParameters(self.model) if self.adapter is not None else self.model
         self.open_run(resume=resume, recipe=recipe.to_dict(), allow_recipe_change=allow_recipe_change)
-        # a resumed run keeps the precision it was trained in: its losses then repeat exactly
-        if "precision" not in self.state:
-            choice = choose_precision(recipe.precision, self.device, width=self.config.d_model)
-            if self.dist.sum([float(choice.precision == "bf16")])[0] not in (0, self.dist.world_size):
-                choice = dataclasses.replace(choice, precision="fp32")  # the processes measured differently
-            self.state["precision"] = choice.to_dict()
-            self.log({"kind": "precision", "step": self.state["step"], **self.state["precision"]})
-        self.precision = PrecisionChoice(**self.state["precision"])
+        self.precision = self.run_precision(recipe.precision, width=self.config.d_model)
         wrapped = _LossModule(self.model)
         self.step_module = nn.parallel.DistributedDataParallel(wrapped, find_unused_parameters=True) \
             if self.dist.world_size > 1 else wrapped
