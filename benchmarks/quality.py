@@ -27,6 +27,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -41,38 +42,49 @@ from benchmarks.common import (
 
 RECIPES = {"en-wiki": ROOT / "runs" / "en-wiki-baseline.toml", "tr-speech": ROOT / "runs" / "tr.toml",
            "code-py": ROOT / "runs" / "code-py.toml"}
-# byte GPT points (name → model width, depth, training context in bytes, learning rate, batch rows, AdamW weight
-# decay), with warmup and cosine over the budget: the issue's reference (d 256, 6 layers, context 512, lr 2e-3),
-# then a sweep around d 192, 4 layers, whose steps are 2.6x faster on an AVX2 EPYC (docs/results/quality-screens.md)
+
+
+class GPTPoint(NamedTuple):
+    """One byte GPT of the sweep; trained with warmup and cosine over the budget."""
+    d_model: int
+    n_layers: int
+    context: int  # training context in bytes
+    lr: float
+    batch_size: int  # rows
+    weight_decay: float  # AdamW's
+
+
+# the issue's reference (d 256, 6 layers, context 512, lr 2e-3), then a sweep around d 192, 4 layers, whose
+# steps are 2.6x faster on an AVX2 EPYC (docs/results/quality-screens.md)
 GPT_SWEEP = {
-    "gpt-d256-l6-c512": (256, 6, 512, 2e-3, 4, 0.1),
-    "gpt-d192-l4-c512": (192, 4, 512, 2e-3, 4, 0.1),
-    "gpt-d128-l4-c512": (128, 4, 512, 2e-3, 4, 0.1),
-    "gpt-d256-l4-c512": (256, 4, 512, 2e-3, 4, 0.1),
-    "gpt-d192-l4-c256": (192, 4, 256, 2e-3, 4, 0.1),
-    "gpt-d192-l4-c1024": (192, 4, 1024, 2e-3, 4, 0.1),
-    "gpt-d192-l4-c512-lr1e-3": (192, 4, 512, 1e-3, 4, 0.1),
-    "gpt-d192-l4-c512-lr4e-3": (192, 4, 512, 4e-3, 4, 0.1),
-    "gpt-d192-l4-c512-b8": (192, 4, 512, 2e-3, 8, 0.1),
+    "gpt-d256-l6-c512": GPTPoint(256, 6, 512, 2e-3, 4, 0.1),
+    "gpt-d192-l4-c512": GPTPoint(192, 4, 512, 2e-3, 4, 0.1),
+    "gpt-d128-l4-c512": GPTPoint(128, 4, 512, 2e-3, 4, 0.1),
+    "gpt-d256-l4-c512": GPTPoint(256, 4, 512, 2e-3, 4, 0.1),
+    "gpt-d192-l4-c256": GPTPoint(192, 4, 256, 2e-3, 4, 0.1),
+    "gpt-d192-l4-c1024": GPTPoint(192, 4, 1024, 2e-3, 4, 0.1),
+    "gpt-d192-l4-c512-lr1e-3": GPTPoint(192, 4, 512, 1e-3, 4, 0.1),
+    "gpt-d192-l4-c512-lr4e-3": GPTPoint(192, 4, 512, 4e-3, 4, 0.1),
+    "gpt-d192-l4-c512-b8": GPTPoint(192, 4, 512, 2e-3, 8, 0.1),
     # d 128 and context 256 won among the points above with one thread per system (AMD EPYC Zen 4): the
     # sweep goes on past them
-    "gpt-d128-l4-c512-lr3e-3": (128, 4, 512, 3e-3, 4, 0.1),
-    "gpt-d128-l4-c256": (128, 4, 256, 2e-3, 4, 0.1),
+    "gpt-d128-l4-c512-lr3e-3": GPTPoint(128, 4, 512, 3e-3, 4, 0.1),
+    "gpt-d128-l4-c256": GPTPoint(128, 4, 256, 2e-3, 4, 0.1),
     # ... and d 128, context 256 won those: past them again, narrower, and a higher learning rate
-    "gpt-d96-l4-c256": (96, 4, 256, 2e-3, 4, 0.1),
-    "gpt-d128-l4-c256-lr3e-3": (128, 4, 256, 3e-3, 4, 0.1),
+    "gpt-d96-l4-c256": GPTPoint(96, 4, 256, 2e-3, 4, 0.1),
+    "gpt-d128-l4-c256-lr3e-3": GPTPoint(128, 4, 256, 3e-3, 4, 0.1),
     # ... d 128, context 256 won again: a shorter context still, and one layer fewer
-    "gpt-d128-l4-c128": (128, 4, 128, 2e-3, 4, 0.1),
-    "gpt-d128-l3-c256": (128, 3, 256, 2e-3, 4, 0.1),
+    "gpt-d128-l4-c128": GPTPoint(128, 4, 128, 2e-3, 4, 0.1),
+    "gpt-d128-l3-c256": GPTPoint(128, 3, 256, 2e-3, 4, 0.1),
     # weight decay 0.5 made AGIFORMER 2 % better at 60 minutes (screen 19): the GPTs that won each budget, with it too
-    "gpt-d128-l4-c256-wd0.5": (128, 4, 256, 2e-3, 4, 0.5),
-    "gpt-d192-l4-c512-wd0.5": (192, 4, 512, 2e-3, 4, 0.5),
+    "gpt-d128-l4-c256-wd0.5": GPTPoint(128, 4, 256, 2e-3, 4, 0.5),
+    "gpt-d192-l4-c512-wd0.5": GPTPoint(192, 4, 512, 2e-3, 4, 0.5),
 }
 SYSTEMS = {
     "agiformer": "the recipe's model: v2 blocks with window attention only (mixer = attention), GRU head reading hashed "
                  "2- to 6-grams and in-context continuations of 15 orders (1-64), rows of 2,048 bytes",
-    **{name: f"byte GPT (full causal attention): d {d}, {layers} layers, context {context}, lr {lr:g}, batch {batch}, "
-             f"weight decay {decay:g}" for name, (d, layers, context, lr, batch, decay) in GPT_SWEEP.items()},
+    **{name: f"byte GPT (full causal attention): d {p.d_model}, {p.n_layers} layers, context {p.context}, lr {p.lr:g}, "
+             f"batch {p.batch_size}, weight decay {p.weight_decay:g}" for name, p in GPT_SWEEP.items()},
     "hebbian-memory": "AGIFORMER with the seed's hybrid block: window attention gated with the Hebbian fast-weight memory "
                       "(mixer = hybrid), α from the recipe's stages",
     "memory-only": "AGIFORMER with the Hebbian memory and no window attention (mixer = memory)",
@@ -96,11 +108,12 @@ def system_recipe(path: Path, system: str, *, minutes: float, name: str) -> Reci
     values = recipe.to_dict()
     model = dict(values["model"])
     if system in GPT_SWEEP:
-        d_model, n_layers, context, lr, batch_size, weight_decay = GPT_SWEEP[system]
-        model = {"type": "byte-gpt", "d_model": d_model, "n_layers": n_layers, "n_heads": d_model // 64}
+        point = GPT_SWEEP[system]
+        model = {"type": "byte-gpt", "d_model": point.d_model, "n_layers": point.n_layers, "n_heads": point.d_model // 64}
         # what a user of a plain GPT does: train on the corpus it is scored on, no curriculum
         corpus = recipe.eval_corpus
-        values.update(seq_len=context, lr=lr, batch_size=batch_size, weight_decay=weight_decay, stages=[{"name": corpus, "corpora": {corpus: 1.0}, "plasticity": 0.99}])
+        values.update(seq_len=point.context, lr=point.lr, batch_size=point.batch_size, weight_decay=point.weight_decay,
+                      stages=[{"name": corpus, "corpora": {corpus: 1.0}, "plasticity": 0.99}])
     elif system == "no-curriculum":
         corpus = recipe.eval_corpus
         facts = values["stages"][-1].get("facts", 0.0)

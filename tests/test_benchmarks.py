@@ -106,11 +106,11 @@ def test_quality_systems_change_what_they_say(system):
     assert recipe.minutes == 12 and recipe.steps == 0  # the trainer fixes the steps that fit
     assert recipe.eval_every == recipe.checkpoint_every == quality.AT_THE_END_ONLY
     if system in quality.GPT_SWEEP:
-        d_model, n_layers, context, lr, batch_size, weight_decay = quality.GPT_SWEEP[system]
+        point = quality.GPT_SWEEP[system]
         assert isinstance(config, ByteGPTConfig)
         assert (config.d_model, config.n_layers, recipe.seq_len, recipe.lr, recipe.batch_size, recipe.weight_decay) == \
-            (d_model, n_layers, context, lr, batch_size, weight_decay)  # the GPT's own, not the recipe's
-        assert f"d {d_model}, {n_layers} layers, context {context}" in quality.SYSTEMS[system]
+            point  # the GPT's own, not the recipe's
+        assert f"d {point.d_model}, {point.n_layers} layers, context {point.context}" in quality.SYSTEMS[system]
         assert [stage.corpora for stage in recipe.stages] == [{"en-wiki": 1.0}]  # the scored corpus alone
         return
     assert changed == expected[system] and (recipe.seq_len, recipe.lr) == (base.seq_len, base.lr)
