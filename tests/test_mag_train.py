@@ -20,8 +20,8 @@ from agiformer.errors import AGIFormerError  # noqa: E402
 from agiformer.mag import MAGConfig, MAGModel, load_mag  # noqa: E402
 from agiformer.mag.base import TextCodec, load_base  # noqa: E402
 from agiformer.mag.config import parse_layers  # noqa: E402
-from agiformer.mag.data import exact_match  # noqa: E402
-from agiformer.mag.eval import evaluate_recall, open_for_eval, write_report  # noqa: E402
+from agiformer.mag.data import exact_match, generate_sample  # noqa: E402
+from agiformer.mag.eval import continuation, evaluate_recall, open_for_eval, write_report  # noqa: E402
 from agiformer.mag.recipe import MAGRecipe, load_mag_recipe  # noqa: E402
 from agiformer.mag.train import MAGTrainer, stage_parameters  # noqa: E402
 from agiformer.serialization import load_tensors  # noqa: E402
@@ -353,6 +353,15 @@ def test_recall_grid_compares_three_systems_on_the_same_samples(base_dir, tmp_pa
         assert all(s >= e for s_row, e_row in zip(started, grid) for s, e in zip(s_row, e_row))
         first_started = examples[0]["output"].startswith(examples[0]["answer"])
         assert (started[0][0] >= 0.5) if first_started else (started[0][0] <= 0.5)
+        # one decoding, read further: it begins with what exact match judged, and names the answer whenever
+        # that starts with it
+        named = system["names_answer"]
+        assert all(e["longer_output"].startswith(e["output"]) for e in examples)
+        assert any(len(e["longer_output"]) > len(e["output"]) for e in examples)  # it did read on
+        assert all(n >= s for n_row, s_row in zip(named, started) for n, s in zip(n_row, s_row))
+        first_named = examples[0]["answer"].strip() in examples[0]["longer_output"]
+        assert (named[0][0] >= 0.5) if first_named else (named[0][0] <= 0.5)
+        assert system["names_answer_overall"] == pytest.approx(sum(map(sum, named)) / 4)
     written = write_report(result, tmp_path / "eval")
     assert [p.name for p in written] == ["recall.json", "recall.png"]
     assert (tmp_path / "eval" / "recall.png").stat().st_size > 5_000
@@ -366,6 +375,17 @@ def test_recall_grid_compares_three_systems_on_the_same_samples(base_dir, tmp_pa
     for name in ("full", "window"):
         assert plain["systems"][name]["examples"] == result["systems"][name]["examples"]
         assert plain["systems"][name]["exact_match"] == result["systems"][name]["exact_match"]
+
+
+def test_reading_on_does_not_change_what_exact_match_judges(base_dir, tmp_path):
+    trainer = MAGTrainer(tiny_recipe(base_dir, steps=1), out_dir=tmp_path / "run", progress=False)
+    sample = generate_sample("hash-hop", 3, context_tokens=CONTEXT, window=WINDOW, tokenizer=trainer.codec)
+    for window, use_memory in ((None, False), (WINDOW, True)):
+        judged, same = continuation(trainer.model, trainer.codec, sample, window=window, use_memory=use_memory)
+        assert judged == same
+        judged_again, longer = continuation(trainer.model, trainer.codec, sample, window=window, use_memory=use_memory,
+                                            read_on=10)
+        assert judged_again == judged and longer.startswith(judged) and len(longer) > len(judged)
 
 
 def test_cli_trains_and_evaluates_a_run(base_dir, tmp_path, capsys):

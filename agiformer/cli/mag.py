@@ -117,7 +117,7 @@ def run_train(args) -> int | None:
 
 
 def run_eval(args) -> None:
-    from agiformer.mag.eval import evaluate_recall, open_for_eval, write_report
+    from agiformer.mag.eval import MENTION_TOKENS, evaluate_recall, open_for_eval, write_report
     from agiformer.train.distributed import pick_device
 
     model, codec, opened = open_for_eval(args.checkpoint, base=args.base, base_dtype=args.base_dtype,
@@ -133,6 +133,7 @@ def run_eval(args) -> None:
         print(f"{system['label']:28s} {100 * system['overall']:5.1f} % exact  " + "  ".join(
             f"{n:,}: " + " ".join(f"{100 * v:3.0f}" for v in row)
             for n, row in zip(result["context_tokens"], system["exact_match"])) + "  (% by depth); "
-            f"{100 * system['starts_with_answer_overall']:.1f} % start with the answer")
+            f"{100 * system['starts_with_answer_overall']:.1f} % start with the answer, "
+            f"{100 * system['names_answer_overall']:.1f} % name it within {MENTION_TOKENS} more tokens")
     written = write_report(result, args.out)
     print("wrote " + " and ".join(map(str, written)))

@@ -32,20 +32,25 @@ DEFAULT_SEED = 2  # training samples use seed 0 and validation seed 1 by default
 
 
 
-def continuation(model: MAGModel, codec: TextCodec, sample: dict, *, window: int | None, use_memory: bool) -> str:
-    """The text greedy decoding gives after the sample's prompt: two tokens beyond the answer's own
-    count, room for another split of the same text, and for exact_match to see that the answer does
-    not run on."""
+MENTION_TOKENS = 40  # how much further a grid reads each continuation for the answer said in prose
+
+
+def continuation(model: MAGModel, codec: TextCodec, sample: dict, *, window: int | None, use_memory: bool,
+                 read_on: int = 0) -> tuple[str, str]:
+    """The text greedy decoding gives after the sample's prompt, twice: the first len(answer) + 2
+    tokens, what exact match judges (room for another split of the same text, and for exact_match to
+    see that the answer does not run on), and those with `read_on` more tokens, one decoding."""
     prompt, answer = encode_sample(sample, codec)
     ids = torch.tensor([prompt], device=model.base.device)
-    out = model.greedy_generate(ids, len(answer) + 2, window=window, use_memory=use_memory,
-                                eos_token_id=codec.eos_token_id)
-    return codec.decode(out[0, len(prompt):].tolist())
+    judged = len(answer) + 2
+    out = model.greedy_generate(ids, judged + read_on, window=window, use_memory=use_memory,
+                                eos_token_id=codec.eos_token_id)[0, len(prompt):].tolist()
+    return codec.decode(out[:judged]), codec.decode(out)
 
 
 def recalls(model: MAGModel, codec: TextCodec, sample: dict, *, window: int | None, use_memory: bool) -> bool:
     """Whether greedy decoding after the sample's prompt gives its answer."""
-    return exact_match(sample["answer"], continuation(model, codec, sample, window=window, use_memory=use_memory))
+    return exact_match(sample["answer"], continuation(model, codec, sample, window=window, use_memory=use_memory)[0])
 
 
 def systems(model: MAGModel, window: int) -> dict[str, dict]:
@@ -61,8 +66,11 @@ def evaluate_recall(model: MAGModel, tokenizer, *, task: str = "hash-hop", conte
                     depths: Sequence[float] = (0.0, 0.5, 1.0), samples_per_cell: int = 10, window: int = DEFAULT_WINDOW,
                     seed: int = DEFAULT_SEED, hops: int | None = None, progress: bool = False) -> dict:
     """Exact-match rate per (context length, depth) cell for each system, every system on the same
-    samples, and beside it the rate of continuations that start with the answer, whether or not they
-    stop there (`starts_with_answer`: a diagnostic, not a score; exact match needs both).
+    samples, and beside it two diagnostics, not scores: the rate of continuations that start with the
+    answer, whether or not they stop there (`starts_with_answer`; exact match needs both), and of
+    those that name it anywhere in MENTION_TOKENS more tokens (`names_answer`: a base that answers in
+    prose, "The last service of the chain listens on port 61599.", names it; a short answer may also
+    occur by chance).
     `tokenizer`: a TextCodec or a Hugging Face tokenizer."""
     codec = tokenizer if isinstance(tokenizer, TextCodec) else TextCodec(tokenizer)
     lengths, depth_list = list(context_tokens), list(depths)
@@ -73,6 +81,7 @@ def evaluate_recall(model: MAGModel, tokenizer, *, task: str = "hash-hop", conte
     compared = systems(model, window)
     correct = {name: [[0] * len(depth_list) for _ in lengths] for name in compared}
     started = {name: [[0] * len(depth_list) for _ in lengths] for name in compared}
+    named = {name: [[0] * len(depth_list) for _ in lengths] for name in compared}
     examples = {name: [] for name in compared}
     was_training = model.training
     model.eval()
@@ -81,12 +90,15 @@ def evaluate_recall(model: MAGModel, tokenizer, *, task: str = "hash-hop", conte
     for index, sample in enumerate(tqdm(samples, desc="recall", unit="sample", disable=not progress)):
         row, column = divmod(index % cells, len(depth_list))
         for name, system in compared.items():
-            said = continuation(model, codec, sample, window=system["window"], use_memory=system["use_memory"])
+            said, longer = continuation(model, codec, sample, window=system["window"], use_memory=system["use_memory"],
+                                        read_on=MENTION_TOKENS)
             correct[name][row][column] += exact_match(sample["answer"], said)
             started[name][row][column] += said.startswith(sample["answer"])
+            named[name][row][column] += sample["answer"].strip() in longer
             # every output, not only whether it was right: what a wrong answer was (a multi-hop chain's
             # earlier link, another needle's value) is what tells a failure's cause
-            examples[name].append({"answer": sample["answer"], "output": said, "context_tokens": sample["prompt_tokens"],
+            examples[name].append({"answer": sample["answer"], "output": said, "longer_output": longer,
+                                   "context_tokens": sample["prompt_tokens"],
                                    "depth": sample["metadata"]["depth"],
                                    **({"chain": sample["metadata"]["chain"]} if "chain" in sample["metadata"] else {})})
     model.train(was_training)
@@ -98,6 +110,8 @@ def evaluate_recall(model: MAGModel, tokenizer, *, task: str = "hash-hop", conte
                            "overall": sum(map(sum, correct[name])) / (samples_per_cell * cells),
                            "starts_with_answer": [[n / samples_per_cell for n in row] for row in started[name]],
                            "starts_with_answer_overall": sum(map(sum, started[name])) / (samples_per_cell * cells),
+                           "names_answer": [[n / samples_per_cell for n in row] for row in named[name]],
+                           "names_answer_overall": sum(map(sum, named[name])) / (samples_per_cell * cells),
                            "examples": examples[name]}
                     for name, system in compared.items()},
     }
@@ -138,7 +152,8 @@ def plot_recall(result: dict, png_path: Path) -> None:
         ax.set_xticks(range(len(depths)), [f"{d:g}" for d in depths])
         ax.set_yticks(range(len(lengths)), [f"{n:,}" for n in lengths])
         ax.set_xlabel("needle depth")
-        ax.set_title(f"{panel['label']}\n{100 * panel['overall']:.0f}% overall", fontsize=9)
+        ax.set_title(f"{panel['label']}\n{100 * panel['overall']:.0f}% overall; names the answer within "
+                     f"{MENTION_TOKENS} more tokens: {100 * panel['names_answer_overall']:.0f}%", fontsize=9)
     axes[0][0].set_ylabel("context tokens")
     fig.colorbar(image, ax=axes[0].tolist(), label="exact match (%)", shrink=0.9)
     fig.suptitle(f"{result['task']} ({result['hops']} hop), {result['samples_per_cell']} samples per cell: exact match "
