@@ -32,7 +32,10 @@ DEFAULT_SEED = 2  # training samples use seed 0 and validation seed 1 by default
 
 
 
-MENTION_TOKENS = 40  # how much further a grid reads each continuation for the answer said in prose
+# how much further a grid reads each continuation for the answer said in prose: the frozen base's prose answers
+# to dependency tracing ("The last service of the chain is port 61599.") name it by token 14, and reading 40
+# on made that grid 2.4x slower (one cached step per token: 0.11 s each on 2 threads of an AMD EPYC Zen 4)
+MENTION_TOKENS = 16
 
 
 def continuation(model: MAGModel, codec: TextCodec, sample: dict, *, window: int | None, use_memory: bool,
