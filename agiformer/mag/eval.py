@@ -82,9 +82,17 @@ def evaluate_recall(model: MAGModel, tokenizer, *, task: str = "hash-hop", conte
     samples = generate_samples(task, samples_per_cell * cells, seed=seed, context_tokens=lengths, window=window,
                                tokenizer=codec, hops=hops, depths=depth_list)
     compared = systems(model, window)
-    correct = {name: [[0] * len(depth_list) for _ in lengths] for name in compared}
-    started = {name: [[0] * len(depth_list) for _ in lengths] for name in compared}
-    named = {name: [[0] * len(depth_list) for _ in lengths] for name in compared}
+
+    def tally() -> dict[str, list[list[int]]]:
+        return {name: [[0] * len(depth_list) for _ in lengths] for name in compared}
+
+    def rates(counts: list[list[int]]) -> list[list[float]]:
+        return [[n / samples_per_cell for n in row] for row in counts]
+
+    def overall(counts: list[list[int]]) -> float:
+        return sum(map(sum, counts)) / (samples_per_cell * cells)
+
+    correct, started, named = tally(), tally(), tally()
     examples = {name: [] for name in compared}
     was_training = model.training
     model.eval()
@@ -109,12 +117,10 @@ def evaluate_recall(model: MAGModel, tokenizer, *, task: str = "hash-hop", conte
         "task": task, "hops": samples[0]["metadata"]["hops"], "window": window, "context_tokens": lengths,
         "depths": depth_list, "samples_per_cell": samples_per_cell, "seed": seed, "tokenizer": codec.__name__,
         "base_identity": list(model.config.base_identity()), "mag_layers": model.config.layers,
-        "systems": {name: {**system, "exact_match": [[n / samples_per_cell for n in row] for row in correct[name]],
-                           "overall": sum(map(sum, correct[name])) / (samples_per_cell * cells),
-                           "starts_with_answer": [[n / samples_per_cell for n in row] for row in started[name]],
-                           "starts_with_answer_overall": sum(map(sum, started[name])) / (samples_per_cell * cells),
-                           "names_answer": [[n / samples_per_cell for n in row] for row in named[name]],
-                           "names_answer_overall": sum(map(sum, named[name])) / (samples_per_cell * cells),
+        "systems": {name: {**system, "exact_match": rates(correct[name]), "overall": overall(correct[name]),
+                           "starts_with_answer": rates(started[name]),
+                           "starts_with_answer_overall": overall(started[name]),
+                           "names_answer": rates(named[name]), "names_answer_overall": overall(named[name]),
                            "examples": examples[name]}
                     for name, system in compared.items()},
     }
